@@ -1,0 +1,260 @@
+/*
+ * inherit.c - consuming the inheritance protocol at start-up.
+ *
+ * LISTEN_PID / LISTEN_FDS / LISTEN_FDNAMES follow sd_listen_fds(3): the fds
+ * are 3..3+LISTEN_FDS-1 and only valid if LISTEN_PID is our own pid (so a
+ * grandchild that inherited a stale environment never adopts fds that are
+ * not meant for it). A previous handoff generation adds HANDOFF_READY_FD,
+ * the handshake socket, and HANDOFF_GENERATION. Everything is removed from
+ * the environment once read, so processes we spawn never see it.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* Strict decimal: digits only, no sign, no spaces, no overflow past max. */
+static int parse_ulong(const char *s, unsigned long max, unsigned long *out)
+{
+    unsigned long v = 0;
+
+    if (!s || !*s || strlen(s) > 20)
+        return -EINVAL;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -EINVAL;
+        if (v > (max - (unsigned long)(*s - '0')) / 10)
+            return -ERANGE;
+        v = v * 10 + (unsigned long)(*s - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+void handoff__listen_env_done(struct hf_listen_env *e)
+{
+    if (e->names) {
+        for (int i = 0; i < e->nfds; i++)
+            free(e->names[i]);
+        free(e->names);
+    }
+    e->names = NULL;
+    e->nfds = 0;
+}
+
+__attribute__((format(printf, 4, 5))) static int env_err(char *err, size_t errlen, int r,
+                                                        const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err && errlen) {
+        va_start(ap, fmt);
+        handoff__vformat(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return r;
+}
+
+int handoff__parse_listen_env(const char *pid, const char *fds,
+                              const char *names, pid_t self,
+                              struct hf_listen_env *out, char *err,
+                              size_t errlen)
+{
+    unsigned long vpid, n;
+    char selfbuf[24];
+
+    memset(out, 0, sizeof *out);
+    if (err && errlen)
+        err[0] = '\0';
+    if (!fds)
+        return 0;
+    if (!pid)
+        return env_err(err, errlen, -EINVAL,
+                       "LISTEN_FDS=%.32s without LISTEN_PID; ignored%s", fds, "");
+    if (parse_ulong(pid, (unsigned long)INT32_MAX, &vpid) < 0 || vpid == 0)
+        return env_err(err, errlen, -EINVAL, "LISTEN_PID=\"%.32s\" is not a pid; ignored%s", pid,
+                       "");
+    if ((pid_t)vpid != self) {
+        (void)snprintf(selfbuf, sizeof selfbuf, "%ld", (long)self);
+        return env_err(err, errlen, -ESRCH,
+                       "LISTEN_PID=%.32s is not this process (%s); fds ignored", pid, selfbuf);
+    }
+    if (parse_ulong(fds, HF_MAX_INHERIT, &n) < 0)
+        return env_err(err, errlen, -EINVAL,
+                       "LISTEN_FDS=\"%.32s\" is not a count from 0 to 4096; ignored%s", fds, "");
+    out->nfds = (int)n;
+    if (n == 0 || !names)
+        return (int)n;
+
+    /* LISTEN_FDNAMES: exactly n colon-separated names. A mismatch means the
+     * names cannot be trusted: keep the fds but match them by address only. */
+    size_t count = 1;
+    for (const char *p = names; *p; p++)
+        count += *p == ':';
+    if (count != n) {
+        char c[24];
+        (void)snprintf(c, sizeof c, "%zu", count);
+        env_err(err, errlen, 0,
+                "LISTEN_FDNAMES has %s names for LISTEN_FDS=%s; names ignored", c, fds);
+        return (int)n;
+    }
+    out->names = calloc(n, sizeof *out->names);
+    if (!out->names)
+        return -ENOMEM;
+    const char *p = names;
+    for (unsigned long i = 0; i < n; i++) {
+        const char *end = strchr(p, ':');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        out->names[i] = strndup(p, len);
+        if (!out->names[i]) {
+            handoff__listen_env_done(out);
+            return -ENOMEM;
+        }
+        if (len > 0 && !handoff__valid_name(out->names[i])) {
+            env_err(err, errlen, 0, "LISTEN_FDNAMES entry \"%.64s\" is invalid%s; using \"unknown\"",
+                    out->names[i], "");
+            out->names[i][0] = '\0';
+        }
+        p = end ? end + 1 : p + len;
+    }
+    out->nfds = (int)n;
+    return (int)n;
+}
+
+static int inh_add(handoff_t *h, int fd, const char *name)
+{
+    struct hf_inh *n = realloc(h->inh, (h->ninh + 1) * sizeof *n);
+
+    if (!n)
+        return -ENOMEM;
+    h->inh = n;
+    n[h->ninh].fd = fd;
+    n[h->ninh].claimed = false;
+    n[h->ninh].name = strdup(name && *name ? name : "unknown");
+    if (!n[h->ninh].name)
+        return -ENOMEM;
+    h->ninh++;
+    return 0;
+}
+
+static const char *const protocol_vars[] = {
+    HF_ENV_LISTEN_FDS, HF_ENV_LISTEN_PID, HF_ENV_LISTEN_FDNAMES, HF_ENV_LISTEN_PIDFDID,
+    HF_ENV_READY_FD, HF_ENV_GENERATION, HF_ENV_PARENT_PID, HF_ENV_NOTIFY_SOCKET,
+};
+
+int handoff__inherit(handoff_t *h)
+{
+    struct hf_listen_env e;
+    char err[256];
+    const char *v;
+    int n, r = 0;
+
+    n = handoff__parse_listen_env(getenv(HF_ENV_LISTEN_PID), getenv(HF_ENV_LISTEN_FDS),
+                                  getenv(HF_ENV_LISTEN_FDNAMES), getpid(), &e, err, sizeof err);
+    if (n == -ENOMEM)
+        return -ENOMEM;
+    if (err[0])
+        handoff__log(h, HANDOFF_LOG_WARNING, "%s", err);
+    for (int i = 0; i < n; i++) {
+        int fd = HANDOFF_LISTEN_FDS_START + i;
+        int flags = fcntl(fd, F_GETFD);
+        if (flags < 0) {
+            handoff__log(h, HANDOFF_LOG_WARNING, "LISTEN_FDS names fd %d, which is not open; skipped",
+                         fd);
+            continue;
+        }
+        /* O_CLOEXEC on adoption: nothing we exec later may see it unless
+         * we pass it deliberately. O_NONBLOCK is left as it was. */
+        (void)fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+        r = inh_add(h, fd, e.names ? e.names[i] : NULL);
+        if (r < 0)
+            break;
+    }
+    handoff__listen_env_done(&e);
+    if (r < 0)
+        return r;
+
+    /* The handshake socket is only trusted with a LISTEN_PID that is ours,
+     * and must be an AF_UNIX SOCK_SEQPACKET socket right after the fds. */
+    v = getenv(HF_ENV_READY_FD);
+    if (v && n >= 0 && getenv(HF_ENV_LISTEN_FDS)) {
+        unsigned long rfd;
+        int type = 0, dom = 0;
+        socklen_t l1 = sizeof type, l2 = sizeof dom;
+        if (parse_ulong(v, 65535, &rfd) < 0 || (int)rfd != HANDOFF_LISTEN_FDS_START + n ||
+            getsockopt((int)rfd, SOL_SOCKET, SO_TYPE, &type, &l1) < 0 ||
+            getsockopt((int)rfd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) < 0 ||
+            type != SOCK_SEQPACKET || dom != AF_UNIX) {
+            handoff__log(h, HANDOFF_LOG_WARNING,
+                         "%s=\"%.16s\" does not name our handshake socket; ignored",
+                         HF_ENV_READY_FD, v);
+        } else {
+            h->ready_fd = (int)rfd;
+            (void)fcntl(h->ready_fd, F_SETFD, FD_CLOEXEC);
+            h->has_parent = true;
+            h->parent_pid = getppid();
+        }
+    } else if (v) {
+        handoff__log(h, HANDOFF_LOG_WARNING, "%s set without a matching LISTEN_PID; ignored",
+                     HF_ENV_READY_FD);
+    }
+    if (h->has_parent) {
+        unsigned long g;
+        v = getenv(HF_ENV_GENERATION);
+        if (v && parse_ulong(v, 1000000000UL, &g) == 0 && g > 1)
+            h->generation = (unsigned)g;
+        else
+            h->generation = 2;
+    }
+    v = getenv(HF_ENV_NOTIFY_SOCKET);
+    if (v && *v) {
+        h->notify_socket = strdup(v);
+        if (!h->notify_socket)
+            return -ENOMEM;
+    }
+    if (!(h->flags & HANDOFF_KEEP_ENV))
+        for (size_t i = 0; i < sizeof protocol_vars / sizeof protocol_vars[0]; i++)
+            (void)unsetenv(protocol_vars[i]);
+    return 0;
+}
+
+/* At handoff_ready(): what the new generation did not claim is closed, and
+ * a unix socket file no longer used by anyone is removed. */
+void handoff__close_unclaimed(handoff_t *h)
+{
+    for (size_t i = 0; i < h->ninh; i++) {
+        struct hf_inh *e = &h->inh[i];
+        struct sockaddr_un sun;
+        socklen_t len = sizeof sun;
+        int acc = 0;
+        socklen_t alen = sizeof acc;
+
+        if (e->claimed || e->fd < 0)
+            continue;
+        if (getsockname(e->fd, (struct sockaddr *)&sun, &len) == 0 && sun.sun_family == AF_UNIX &&
+            len > offsetof(struct sockaddr_un, sun_path) && sun.sun_path[0] != '\0' &&
+            getsockopt(e->fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) == 0 && acc) {
+            char path[sizeof sun.sun_path + 1];
+            bool used = false;
+            size_t plen = strnlen(sun.sun_path, len - offsetof(struct sockaddr_un, sun_path));
+            memcpy(path, sun.sun_path, plen);
+            path[plen] = '\0';
+            for (size_t j = 0; j < h->nregs; j++)
+                used |= h->regs[j].unix_path && strcmp(h->regs[j].unix_path, path) == 0;
+            if (!used)
+                (void)unlink(path);
+        }
+        handoff__log(h, HANDOFF_LOG_INFO, "closing unclaimed inherited fd %d (\"%s\")", e->fd,
+                     e->name);
+        (void)close(e->fd);
+        e->fd = -1;
+        e->claimed = true;
+    }
+}

@@ -1,0 +1,441 @@
+/*
+ * listen.c - listeners and named fds: adopt what the previous generation
+ * (or systemd) passed, bind what is new, and keep the registry of fds that
+ * the next generation will inherit.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+int handoff__sockaddr_to_addr(const void *sa, uint32_t salen, int socktype,
+                              handoff_addr *out)
+{
+    const struct sockaddr *s = sa;
+
+    memset(out, 0, sizeof *out);
+    if (salen > sizeof out->sa.raw || salen < sizeof(sa_family_t))
+        return -EINVAL;
+    memcpy(out->sa.raw, sa, salen);
+    out->len = salen;
+    out->family = s->sa_family;
+    out->socktype = socktype;
+    switch (s->sa_family) {
+    case AF_INET:
+    case AF_INET6:
+        if (socktype == SOCK_STREAM)
+            out->kind = HANDOFF_ADDR_TCP;
+        else if (socktype == SOCK_DGRAM)
+            out->kind = HANDOFF_ADDR_UDP;
+        else
+            return -EPROTOTYPE;
+        return 0;
+    case AF_UNIX:
+        out->kind = HANDOFF_ADDR_UNIX;
+        return socktype == SOCK_STREAM ? 0 : -EPROTOTYPE;
+    default:
+        return -EAFNOSUPPORT;
+    }
+}
+
+bool handoff__addr_equal(const handoff_addr *a, const handoff_addr *b,
+                         bool any_port)
+{
+    if (a->family != b->family || a->socktype != b->socktype)
+        return false;
+    switch (a->family) {
+    case AF_INET: {
+        const struct sockaddr_in *x = (const void *)a->sa.raw, *y = (const void *)b->sa.raw;
+        return x->sin_addr.s_addr == y->sin_addr.s_addr &&
+               (any_port || x->sin_port == y->sin_port);
+    }
+    case AF_INET6: {
+        const struct sockaddr_in6 *x = (const void *)a->sa.raw, *y = (const void *)b->sa.raw;
+        return memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0 &&
+               (any_port || x->sin6_port == y->sin6_port);
+    }
+    case AF_UNIX: {
+        /* Compare the path bytes; the kernel may report a filesystem path
+         * with or without its trailing NUL. */
+        const struct sockaddr_un *x = (const void *)a->sa.raw, *y = (const void *)b->sa.raw;
+        size_t off = offsetof(struct sockaddr_un, sun_path);
+        size_t lx = a->len > off ? a->len - off : 0, ly = b->len > off ? b->len - off : 0;
+        if (lx > 0 && x->sun_path[0] != '\0')
+            lx = strnlen(x->sun_path, lx);
+        if (ly > 0 && y->sun_path[0] != '\0')
+            ly = strnlen(y->sun_path, ly);
+        return lx == ly && lx > 0 && memcmp(x->sun_path, y->sun_path, lx) == 0;
+    }
+    default:
+        return false;
+    }
+}
+
+/* Address of an open socket, or -errno if fd is not a usable socket. */
+static int fd_addr(int fd, handoff_addr *out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int type;
+    socklen_t tlen = sizeof type;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0)
+        return -errno;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    return handoff__sockaddr_to_addr(&ss, len, type, out);
+}
+
+bool handoff__valid_name(const char *name)
+{
+    size_t n = 0;
+
+    if (!name)
+        return false;
+    for (const char *p = name; *p; p++, n++)
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e || *p == ':')
+            return false;
+    return n >= 1 && n <= HF_NAME_MAX;
+}
+
+struct hf_reg *handoff__reg_find(handoff_t *h, const char *name)
+{
+    for (size_t i = 0; i < h->nregs; i++)
+        if (strcmp(h->regs[i].name, name) == 0)
+            return &h->regs[i];
+    return NULL;
+}
+
+static struct hf_reg *reg_add(handoff_t *h, const char *name, int fd)
+{
+    struct hf_reg *n = realloc(h->regs, (h->nregs + 1) * sizeof *n), *r;
+
+    if (!n)
+        return NULL;
+    h->regs = n;
+    r = &h->regs[h->nregs];
+    memset(r, 0, sizeof *r);
+    r->name = strdup(name);
+    if (!r->name)
+        return NULL;
+    r->fd = fd;
+    h->nregs++;
+    return r;
+}
+
+static char *unix_path_of(const handoff_addr *a)
+{
+    const struct sockaddr_un *sun = (const void *)a->sa.raw;
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+
+    if (a->family != AF_UNIX || a->len <= off || sun->sun_path[0] == '\0')
+        return NULL;
+    return strndup(sun->sun_path, a->len - off);
+}
+
+/* A filesystem unix socket that nobody accepts on is stale (its server
+ * died); one that accepts belongs to a live server and must not be taken. */
+static int unix_unlink_stale(const handoff_addr *a)
+{
+    struct stat st;
+    char *path = unix_path_of(a);
+    int fd, r;
+
+    if (!path)
+        return -EADDRINUSE;
+    if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        free(path);
+        return -EADDRINUSE;
+    }
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        r = -errno;
+        free(path);
+        return r;
+    }
+    r = connect(fd, (const struct sockaddr *)a->sa.raw, a->len);
+    if (r < 0 && errno == ECONNREFUSED)
+        r = unlink(path) < 0 ? -errno : 0;
+    else
+        r = -EADDRINUSE;
+    (void)close(fd);
+    free(path);
+    return r;
+}
+
+static int bind_new(handoff_t *h, const char *name, const char *spec,
+                    const handoff_addr *a, const handoff_listen_options *o)
+{
+    int type = a->socktype | SOCK_CLOEXEC;
+    int one = 1, fd, r;
+    const char *step;
+
+    if (!(o->flags & HANDOFF_LISTEN_BLOCKING))
+        type |= SOCK_NONBLOCK;
+    fd = socket(a->family, type, 0);
+    if (fd < 0) {
+        r = -errno;
+        return handoff__fail(h, r, "listen \"%s\" on %s: socket: %s", name, spec, strerror(-r));
+    }
+    step = "setsockopt";
+    if (a->family != AF_UNIX && a->socktype == SOCK_STREAM &&
+        !(o->flags & HANDOFF_LISTEN_NO_REUSEADDR) &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+        goto fail;
+    if ((o->flags & HANDOFF_LISTEN_REUSEPORT) &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        goto fail;
+    if (a->family == AF_INET6 && o->v6only != 0) {
+        int v = o->v6only > 0;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof v) < 0)
+            goto fail;
+    }
+    step = "bind";
+    if (bind(fd, (const struct sockaddr *)a->sa.raw, a->len) < 0) {
+        if (errno != EADDRINUSE || a->family != AF_UNIX || unix_unlink_stale(a) < 0 ||
+            bind(fd, (const struct sockaddr *)a->sa.raw, a->len) < 0)
+            goto fail;
+    }
+    if (a->family == AF_UNIX) {
+        char *path = unix_path_of(a);
+        if (path) {
+            step = "chmod";
+            if (o->mode && chmod(path, (mode_t)o->mode) < 0) {
+                free(path);
+                goto fail;
+            }
+            step = "chown";
+            if (o->set_owner && chown(path, o->uid, o->gid) < 0) {
+                free(path);
+                goto fail;
+            }
+            free(path);
+        }
+    }
+    step = "listen";
+    if (a->socktype == SOCK_STREAM && listen(fd, o->backlog > 0 ? o->backlog : SOMAXCONN) < 0)
+        goto fail;
+    return fd;
+fail:
+    r = -errno;
+    if (a->family == AF_UNIX && strcmp(step, "bind") != 0) {
+        char *path = unix_path_of(a);
+        if (path)
+            (void)unlink(path);
+        free(path);
+    }
+    (void)close(fd);
+    return handoff__fail(h, r, "listen \"%s\" on %s: %s: %s", name, spec, step, strerror(-r));
+}
+
+/* Finds an unclaimed inherited socket for (name, addr): first by name with
+ * a matching address (any port when the spec asked for port 0), then by
+ * address alone. A name whose socket no longer matches is left alone; it is
+ * closed at handoff_ready() with the other unclaimed fds. */
+static struct hf_inh *inh_match(handoff_t *h, const char *name,
+                                const handoff_addr *want, bool port0)
+{
+    handoff_addr got;
+
+    for (size_t i = 0; i < h->ninh; i++) {
+        struct hf_inh *e = &h->inh[i];
+        if (e->claimed || strcmp(e->name, name) != 0)
+            continue;
+        if (fd_addr(e->fd, &got) == 0 && handoff__addr_equal(&got, want, port0))
+            return e;
+        handoff__log(h, HANDOFF_LOG_NOTICE,
+                     "inherited fd %d named \"%s\" has another address; binding anew",
+                     e->fd, name);
+    }
+    if (port0)
+        return NULL;
+    for (size_t i = 0; i < h->ninh; i++) {
+        struct hf_inh *e = &h->inh[i];
+        if (e->claimed)
+            continue;
+        if (fd_addr(e->fd, &got) == 0 && handoff__addr_equal(&got, want, false))
+            return e;
+    }
+    return NULL;
+}
+
+static bool port_is_zero(const handoff_addr *a)
+{
+    if (a->family == AF_INET)
+        return ((const struct sockaddr_in *)(const void *)a->sa.raw)->sin_port == 0;
+    if (a->family == AF_INET6)
+        return ((const struct sockaddr_in6 *)(const void *)a->sa.raw)->sin6_port == 0;
+    return false;
+}
+
+int handoff_listen(handoff_t *h, const char *name, const char *spec,
+                   const handoff_listen_options *opts)
+{
+    handoff_listen_options defaults = HANDOFF_LISTEN_OPTIONS_INIT;
+    handoff_addr a;
+    struct hf_inh *e;
+    struct hf_reg *reg;
+    char err[256];
+    int fd, r;
+    bool inherited = false;
+
+    if (!h)
+        return -EINVAL;
+    if (!spec)
+        return handoff__fail(h, -EINVAL, "listen: no address given");
+    if (!opts)
+        opts = &defaults;
+    if (!name)
+        name = spec;
+    if (!handoff__valid_name(name))
+        return handoff__fail(h, -EINVAL,
+                             "listen: invalid name \"%.64s\" (1-255 printable ASCII bytes, no ':' or space)",
+                             name);
+    r = handoff_addr_parse(spec, &a, err, sizeof err);
+    if (r < 0)
+        return handoff__fail(h, r, "listen \"%s\": %s", name, err);
+    if (handoff__reg_find(h, name))
+        return handoff__fail(h, -EEXIST, "listen: name \"%s\" is already registered", name);
+
+    e = inh_match(h, name, &a, port_is_zero(&a));
+    if (e) {
+        fd = e->fd;
+        inherited = true;
+        /* Re-apply the backlog: listen() on a listening socket updates it
+         * (the kernel cannot report the old one). */
+        if (a.socktype == SOCK_STREAM && listen(fd, opts->backlog > 0 ? opts->backlog : SOMAXCONN) < 0) {
+            r = -errno;
+            return handoff__fail(h, r, "listen \"%s\": inherited fd %d: listen: %s", name, fd,
+                                 strerror(-r));
+        }
+    } else {
+        fd = bind_new(h, name, spec, &a, opts);
+        if (fd < 0)
+            return fd;
+    }
+    reg = reg_add(h, name, fd);
+    if (reg && a.family == AF_UNIX) {
+        /* Remember filesystem paths: the last generation unlinks them. */
+        reg->unix_path = unix_path_of(&a);
+        if (!reg->unix_path && ((const struct sockaddr_un *)(const void *)a.sa.raw)->sun_path[0]) {
+            free(reg->name);
+            h->nregs--;
+            reg = NULL;
+        }
+    }
+    if (!reg) {
+        if (!inherited)
+            (void)close(fd);
+        return handoff__fail(h, -ENOMEM, "listen \"%s\": out of memory", name);
+    }
+    reg->listener = true;
+    reg->inherited = inherited;
+    if (e)
+        e->claimed = true;
+    handoff__log(h, HANDOFF_LOG_DEBUG, "listen \"%s\" on %s: %s fd %d", name, spec,
+                 inherited ? "inherited" : "bound", fd);
+    return fd;
+}
+
+int handoff_add_fd(handoff_t *h, const char *name, int fd)
+{
+    struct hf_reg *reg;
+    int dup;
+
+    if (!h)
+        return -EINVAL;
+    if (!handoff__valid_name(name))
+        return handoff__fail(h, -EINVAL, "add_fd: invalid name");
+    if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+        return handoff__fail(h, -EBADF, "add_fd \"%s\": fd %d is not open", name, fd);
+    dup = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (dup < 0)
+        return handoff__fail(h, -errno, "add_fd \"%s\": dup: %s", name, strerror(errno));
+    reg = handoff__reg_find(h, name);
+    if (reg) {
+        if (reg->listener) {
+            (void)close(dup);
+            return handoff__fail(h, -EEXIST, "add_fd: \"%s\" names a listener", name);
+        }
+        (void)close(reg->fd);
+        reg->fd = dup;
+        return 0;
+    }
+    if (!reg_add(h, name, dup)) {
+        (void)close(dup);
+        return handoff__fail(h, -ENOMEM, "add_fd \"%s\": out of memory", name);
+    }
+    return 0;
+}
+
+int handoff_remove(handoff_t *h, const char *name)
+{
+    struct hf_reg *reg;
+
+    if (!h || !name)
+        return -EINVAL;
+    reg = handoff__reg_find(h, name);
+    if (!reg)
+        return handoff__fail(h, -ENOENT, "remove: no fd named \"%s\"", name);
+    (void)close(reg->fd);
+    if (reg->unix_path && !h->handed_over)
+        (void)unlink(reg->unix_path);
+    free(reg->name);
+    free(reg->unix_path);
+    *reg = h->regs[--h->nregs];
+    return 0;
+}
+
+int handoff_take_fd(handoff_t *h, const char *name)
+{
+    if (!h || !name)
+        return -EINVAL;
+    for (size_t i = 0; i < h->ninh; i++) {
+        if (!h->inh[i].claimed && strcmp(h->inh[i].name, name) == 0) {
+            h->inh[i].claimed = true;
+            /* Ownership moves to the caller; forget the fd here so that
+             * handoff_free() does not close it. */
+            int fd = h->inh[i].fd;
+            h->inh[i].fd = -1;
+            return fd;
+        }
+    }
+    return handoff__fail(h, -ENOENT, "take_fd: no unclaimed inherited fd named \"%s\"", name);
+}
+
+int handoff_inherited(const handoff_t *h, handoff_inherited_info *out, size_t n)
+{
+    if (!h)
+        return -EINVAL;
+    for (size_t i = 0; i < h->ninh && i < n && out; i++) {
+        out[i].fd = h->inh[i].fd;
+        out[i].name = h->inh[i].name;
+        out[i].claimed = h->inh[i].claimed;
+    }
+    return (int)h->ninh;
+}
+
+/* Closes every registered fd. unlink_paths: this is the last generation
+ * using them (a shutdown, not a hand-over), so remove unix socket files. */
+void handoff__regs_free(handoff_t *h, bool unlink_paths)
+{
+    for (size_t i = 0; i < h->nregs; i++) {
+        struct hf_reg *r = &h->regs[i];
+        if (unlink_paths && r->unix_path)
+            (void)unlink(r->unix_path);
+        if (r->fd >= 0)
+            (void)close(r->fd);
+        free(r->name);
+        free(r->unix_path);
+    }
+    free(h->regs);
+    h->regs = NULL;
+    h->nregs = 0;
+}

@@ -1,0 +1,79 @@
+/*
+ * pidfile.c - a pid file that always names the serving process.
+ * It is replaced atomically (temp file in the same directory + rename), so a
+ * reader never sees a partial or empty file.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int handoff_pidfile_write(const char *path, pid_t pid)
+{
+    char tmp[4096], buf[32];
+    int fd, n, r = 0;
+
+    if (!path || !*path || pid <= 0)
+        return -EINVAL;
+    n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return -ENAMETOOLONG;
+    n = snprintf(buf, sizeof buf, "%ld\n", (long)pid);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return -errno;
+    if (write(fd, buf, (size_t)n) != n)
+        r = errno ? -errno : -EIO;
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r == 0 && rename(tmp, path) < 0)
+        r = -errno;
+    if (r < 0)
+        (void)unlink(tmp);
+    return r;
+}
+
+static pid_t pidfile_read(const char *path)
+{
+    char buf[32];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return -1;
+    n = read(fd, buf, sizeof buf - 1);
+    (void)close(fd);
+    if (n <= 0)
+        return -1;
+    buf[n] = '\0';
+    return (pid_t)strtol(buf, NULL, 10);
+}
+
+void handoff__pidfile_update(handoff_t *h, pid_t pid)
+{
+    int r;
+
+    if (!h->pid_file)
+        return;
+    r = handoff_pidfile_write(h->pid_file, pid);
+    if (r < 0)
+        handoff__log(h, HANDOFF_LOG_WARNING,
+                     "cannot write pid file %s: %s (serving anyway)",
+                     h->pid_file, strerror(-r));
+}
+
+/* Removes the pid file only if it still names this process: after a
+ * hand-over it names the successor and must stay. */
+void handoff__pidfile_remove(handoff_t *h)
+{
+    if (!h->pid_file)
+        return;
+    if (pidfile_read(h->pid_file) == getpid())
+        (void)unlink(h->pid_file);
+}

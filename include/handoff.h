@@ -220,7 +220,7 @@ typedef struct handoff_listen_options {
 #define HANDOFF_LISTEN_OPTIONS_INIT {0}
 
 /* Returns a listening socket for spec, registered under name (NULL: the
- * spec string is the name).
+ * spec string with ':' and blanks replaced by '_', e.g. "127.0.0.1_8080").
  *
  * If the previous generation (or systemd) passed a socket under the same
  * name whose address matches spec, or else an unclaimed socket of the same

@@ -282,7 +282,7 @@ int handoff_listen(handoff_t *h, const char *name, const char *spec,
     handoff_addr a;
     struct hf_inh *e;
     struct hf_reg *reg;
-    char err[256];
+    char err[256], defname[HF_NAME_MAX + 1];
     int fd, r;
     bool inherited = false;
 
@@ -292,8 +292,16 @@ int handoff_listen(handoff_t *h, const char *name, const char *spec,
         return handoff__fail(h, -EINVAL, "listen: no address given");
     if (!opts)
         opts = &defaults;
-    if (!name)
-        name = spec;
+    if (!name) {
+        /* Default name: the spec with the characters LISTEN_FDNAMES cannot
+         * carry (':' is its separator) replaced by '_'. */
+        size_t i = 0;
+        for (; spec[i] && i < sizeof defname - 1; i++)
+            defname[i] = (spec[i] == ':' || (unsigned char)spec[i] <= 0x20 ||
+                          (unsigned char)spec[i] >= 0x7f) ? '_' : spec[i];
+        defname[i] = '\0';
+        name = defname;
+    }
     if (!handoff__valid_name(name))
         return handoff__fail(h, -EINVAL,
                              "listen: invalid name \"%.64s\" (1-255 printable ASCII bytes, no ':' or space)",

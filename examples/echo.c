@@ -1,0 +1,319 @@
+/*
+ * echo - a TCP/UDP/unix echo server built on libhandoff alone.
+ *
+ * It restarts with no failed connection on SIGHUP (the new binary inherits
+ * the sockets; this process drains its connections and exits once the new
+ * one is ready) and shuts down gracefully on SIGTERM/SIGINT.
+ *
+ *   echo --listen 127.0.0.1:9000 --listen udp://127.0.0.1:9000 \
+ *        --pid-file /tmp/echo.pid
+ *   kill -HUP $(cat /tmp/echo.pid)
+ */
+#include <handoff.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define MAX_LISTEN 16
+#define BUF 16384
+
+extern char **environ;
+
+struct conn {
+    int fd;
+    size_t pending, off; /* bytes read but not yet echoed back */
+    char buf[BUF];
+};
+
+enum { TAG_HANDOFF = -1 };
+
+static struct {
+    handoff_t *h;
+    int ep;
+    int lfd[MAX_LISTEN];
+    int ludp[MAX_LISTEN];
+    int nl;
+    int draining;
+    const char *exec_on_usr1;
+    int verbose;
+} S;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: echo [options]\n"
+            "  --listen ADDR          address to serve (repeatable; default 127.0.0.1:9000):\n"
+            "                         HOST:PORT, [V6]:PORT, udp://HOST:PORT, unix:/path, unix:@name\n"
+            "  --pid-file PATH        file that always names the serving pid\n"
+            "  --drain-timeout SEC    close connections still open after SEC (default 30)\n"
+            "  --upgrade-timeout SEC  kill a new generation not ready after SEC (default 60)\n"
+            "  --exec-on-usr1 CMD     run CMD with /bin/sh on SIGUSR1 (used by tests)\n"
+            "  --verbose              log every event\n"
+            "  --help                 this text\n"
+            "SIGHUP: zero-downtime restart. SIGTERM/SIGINT: graceful stop (twice: now).\n");
+}
+
+static void conn_close(struct conn *c)
+{
+    (void)epoll_ctl(S.ep, EPOLL_CTL_DEL, c->fd, NULL);
+    (void)close(c->fd);
+    free(c);
+    handoff_conn_end(S.h);
+}
+
+/* Echoes what is buffered, then reads more. Returns -1 when closed. */
+static int conn_io(struct conn *c)
+{
+    for (;;) {
+        while (c->off < c->pending) {
+            ssize_t n = send(c->fd, c->buf + c->off, c->pending - c->off, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN) {
+                    struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+                    (void)epoll_ctl(S.ep, EPOLL_CTL_MOD, c->fd, &e);
+                    return 0;
+                }
+                return -1;
+            }
+            c->off += (size_t)n;
+        }
+        c->off = c->pending = 0;
+        ssize_t n = recv(c->fd, c->buf, sizeof c->buf, 0);
+        if (n == 0)
+            return -1;
+        if (n < 0) {
+            if (errno != EAGAIN)
+                return -1;
+            struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+            (void)epoll_ctl(S.ep, EPOLL_CTL_MOD, c->fd, &e);
+            return 0;
+        }
+        c->pending = (size_t)n;
+    }
+}
+
+static void accept_all(int lfd)
+{
+    for (;;) {
+        int fd = handoff_accept(S.h, lfd, 1);
+        if (fd < 0) {
+            if (fd != -EAGAIN && fd != -ECONNABORTED)
+                fprintf(stderr, "echo[%d]: accept: %s\n", getpid(), strerror(-fd));
+            return;
+        }
+        struct conn *c = malloc(sizeof *c);
+        if (!c) {
+            (void)close(fd);
+            handoff_conn_end(S.h);
+            continue;
+        }
+        c->fd = fd;
+        c->pending = c->off = 0;
+        struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+        if (epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &e) < 0)
+            conn_close(c);
+    }
+}
+
+static void udp_echo(int fd)
+{
+    char buf[65536];
+    struct sockaddr_storage peer;
+    for (int i = 0; i < 64; i++) {
+        socklen_t plen = sizeof peer;
+        ssize_t n = recvfrom(fd, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&peer, &plen);
+        if (n < 0)
+            return;
+        (void)sendto(fd, buf, (size_t)n, MSG_DONTWAIT, (struct sockaddr *)&peer, plen);
+    }
+}
+
+static void run_command(const char *cmd)
+{
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    pid_t pid;
+    int st;
+    if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ) == 0)
+        (void)waitpid(pid, &st, 0);
+}
+
+/* Listener fds carry their index + 1 in data.u64 high bits to tell them
+ * from connections (data.ptr); the handoff fd uses a sentinel. */
+#define LTAG(i) ((uint64_t)0xEC400000u << 32 | (uint64_t)(i))
+#define IS_LTAG(v) (((v) >> 32) == 0xEC400000u)
+
+static void stop_accepting(void)
+{
+    for (int i = 0; i < S.nl; i++)
+        (void)epoll_ctl(S.ep, EPOLL_CTL_DEL, S.lfd[i], NULL);
+}
+
+/* Returns 1 when the process should exit. */
+static int on_handoff(void)
+{
+    handoff_event ev;
+    int r;
+    while ((r = handoff_next_event(S.h, &ev)) > 0) {
+        if (S.verbose || ev.type == HANDOFF_EVENT_UPGRADE_FAILED)
+            fprintf(stderr, "echo[%d]: %s: %s\n", getpid(), handoff_event_name(ev.type),
+                    ev.message);
+        switch (ev.type) {
+        case HANDOFF_EVENT_DRAIN:
+            stop_accepting();
+            S.draining = 1;
+            break;
+        case HANDOFF_EVENT_STOP:
+            return 1;
+        case HANDOFF_EVENT_SIGNAL:
+            if (ev.signo == SIGUSR1 && S.exec_on_usr1)
+                run_command(S.exec_on_usr1);
+            break;
+        default:
+            break;
+        }
+    }
+    if (r < 0)
+        fprintf(stderr, "echo[%d]: handoff_next_event: %s\n", getpid(), strerror(-r));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, 'l'},
+        {"pid-file", required_argument, NULL, 'p'},
+        {"drain-timeout", required_argument, NULL, 'd'},
+        {"upgrade-timeout", required_argument, NULL, 'u'},
+        {"exec-on-usr1", required_argument, NULL, 'x'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    handoff_options o = HANDOFF_OPTIONS_INIT;
+    const char *specs[MAX_LISTEN];
+    int nspecs = 0, c, r;
+
+    while ((c = getopt_long(argc, argv, "l:p:d:u:x:vh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            if (nspecs == MAX_LISTEN) {
+                fprintf(stderr, "echo: at most %d --listen\n", MAX_LISTEN);
+                return 2;
+            }
+            specs[nspecs++] = optarg;
+            break;
+        case 'p':
+            o.pid_file = optarg;
+            break;
+        case 'd':
+        case 'u': {
+            char *end;
+            double s = strtod(optarg, &end);
+            if (*end || s <= 0) {
+                fprintf(stderr, "echo: --%s wants seconds > 0\n", c == 'd' ? "drain-timeout" : "upgrade-timeout");
+                return 2;
+            }
+            uint64_t us = (uint64_t)(s * 1e6);
+            if (c == 'd')
+                o.drain_timeout_usec = us;
+            else
+                o.upgrade_timeout_usec = us;
+            break;
+        }
+        case 'x':
+            S.exec_on_usr1 = optarg;
+            break;
+        case 'v':
+            S.verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "echo: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    if (nspecs == 0)
+        specs[nspecs++] = "127.0.0.1:9000";
+
+    o.argv = argv;
+    o.log_level = S.verbose ? HANDOFF_LOG_INFO : HANDOFF_LOG_WARNING;
+    r = handoff_new(&o, &S.h);
+    if (r < 0) {
+        fprintf(stderr, "echo: handoff_new: %s\n", strerror(-r));
+        return 1;
+    }
+    if (S.exec_on_usr1 && (r = handoff_watch_signal(S.h, SIGUSR1)) < 0) {
+        fprintf(stderr, "echo: %s\n", handoff_errmsg(S.h));
+        return 1;
+    }
+    S.ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event e = {.events = EPOLLIN, .data.u64 = (uint64_t)TAG_HANDOFF};
+    (void)epoll_ctl(S.ep, EPOLL_CTL_ADD, handoff_event_fd(S.h), &e);
+    for (int i = 0; i < nspecs; i++) {
+        int fd = handoff_listen(S.h, NULL, specs[i], NULL);
+        if (fd < 0) {
+            fprintf(stderr, "echo: %s\n", handoff_errmsg(S.h));
+            handoff_free(S.h);
+            return 1;
+        }
+        S.lfd[S.nl] = fd;
+        S.ludp[S.nl] = strncmp(specs[i], "udp", 3) == 0;
+        e.events = EPOLLIN;
+        e.data.u64 = LTAG(S.nl);
+        (void)epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &e);
+        S.nl++;
+    }
+    handoff_ready(S.h);
+    if (S.verbose)
+        fprintf(stderr, "echo[%d]: generation %u serving\n", getpid(), handoff_generation(S.h));
+
+    for (;;) {
+        struct epoll_event evs[64];
+        int n = epoll_wait(S.ep, evs, 64, -1);
+        if (n < 0 && errno != EINTR)
+            break;
+        for (int i = 0; i < n; i++) {
+            uint64_t v = evs[i].data.u64;
+            if (v == (uint64_t)TAG_HANDOFF) {
+                if (on_handoff())
+                    goto out;
+            } else if (IS_LTAG(v)) {
+                int k = (int)(v & 0xffff);
+                if (S.draining)
+                    continue;
+                if (S.ludp[k])
+                    udp_echo(S.lfd[k]);
+                else
+                    accept_all(S.lfd[k]);
+            } else {
+                struct conn *cn = evs[i].data.ptr;
+                if (conn_io(cn) < 0)
+                    conn_close(cn);
+            }
+        }
+    }
+out:
+    /* STOP: whatever is still open is closed (the hammer). Connections
+     * are not tracked in a list here; exiting closes them. */
+    if (S.verbose)
+        fprintf(stderr, "echo[%d]: exiting with %lu connections open\n", getpid(),
+                handoff_conn_count(S.h));
+    handoff_free(S.h);
+    close(S.ep);
+    return 0;
+}

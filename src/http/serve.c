@@ -1,0 +1,175 @@
+/*
+ * serve.c - the endless-style layer: create the handoff handle and the
+ * servers, declare readiness, and turn the core's events into drains and
+ * stops until the process is done.
+ *
+ * Lame duck: on a shutdown (not on a restart, where the successor already
+ * serves) the servers keep serving with their health path answering 503
+ * for the lame-duck delay, so that load balancers take the instance out
+ * before it stops accepting. One unit of work is held in the core's
+ * connection count meanwhile, so that HANDOFF_STOP_DRAINED cannot fire
+ * while nothing is connected; the core's drain timeout is raised by the
+ * delay, since its hammer timer starts at the DRAIN event.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_HAMMER (30 * HANDOFF_USEC_PER_SEC)
+
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    if (!errbuf || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+static void each(handoff_http_server **s, size_t n,
+                 int (*fn)(handoff_http_server *))
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i])
+            (void)fn(s[i]);
+}
+
+int handoff_http_serve(const handoff_options *core, const handoff_http_options *servers,
+                       size_t n, char *errbuf, size_t errlen)
+{
+    if (!servers || n == 0)
+        return -EINVAL;
+    seterr(errbuf, errlen, "%s", "");
+
+    handoff_options co = HANDOFF_OPTIONS_INIT;
+    if (core)
+        co = *core;
+    uint64_t base = co.drain_timeout_usec ? co.drain_timeout_usec : DEFAULT_HAMMER;
+    uint64_t hammer = 0, lame = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t hm = servers[i].hammer_timeout_usec ? servers[i].hammer_timeout_usec : base;
+        if (hm > hammer)
+            hammer = hm;
+        if (servers[i].lame_duck_usec > lame)
+            lame = servers[i].lame_duck_usec;
+    }
+    co.drain_timeout_usec = hammer == HANDOFF_NO_TIMEOUT ? HANDOFF_NO_TIMEOUT
+                                                          : sat_add(hammer, lame);
+
+    handoff_t *h = NULL;
+    int r = handoff_new(&co, &h);
+    if (r < 0) {
+        seterr(errbuf, errlen, "handoff_new: %s", strerror(-r));
+        return r;
+    }
+    handoff_http_server **srv = calloc(n, sizeof *srv);
+    if (!srv) {
+        handoff_free(h);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n && r >= 0; i++) {
+        r = handoff_http_server_new(h, &servers[i], &srv[i]);
+        if (r < 0) {
+            seterr(errbuf, errlen, "server %zu: %s", i, strerror(-r));
+            break;
+        }
+        for (size_t k = 0; k < servers[i].num_listen && r >= 0; k++) {
+            const handoff_http_listen_spec *ls = &servers[i].listen[k];
+            char why[256] = "";
+            r = handoff_http_server_listen(srv[i], ls->addr, ls->tls_cert_file,
+                                           ls->tls_key_file, why, sizeof why);
+            if (r < 0)
+                seterr(errbuf, errlen, "listen %s: %s", ls->addr ? ls->addr : "(null)",
+                       why[0] ? why : strerror(-r));
+        }
+    }
+    for (size_t i = 0; i < n && r >= 0; i++) {
+        r = handoff_http_server_start(srv[i]);
+        if (r < 0)
+            seterr(errbuf, errlen, "starting workers: %s", strerror(-r));
+    }
+    if (r >= 0) {
+        r = handoff_ready(h);
+        if (r < 0)
+            seterr(errbuf, errlen, "handoff_ready: %s", handoff_errmsg(h));
+    }
+
+    uint64_t lame_until = HANDOFF_NO_TIMEOUT;
+    bool held = false;
+    while (r >= 0) {
+        handoff_event ev;
+        int e = handoff_wait_event(h, &ev, lame_until);
+        if (e < 0) {
+            r = e;
+            seterr(errbuf, errlen, "handoff_wait_event: %s", strerror(-e));
+            break;
+        }
+        if (e == 0) {
+            /* The lame-duck delay is over. */
+            lame_until = HANDOFF_NO_TIMEOUT;
+            each(srv, n, handoff_http_server_drain);
+            if (held)
+                handoff_conn_end(h);
+            held = false;
+            continue;
+        }
+        if (ev.type == HANDOFF_EVENT_DRAIN) {
+            if (ev.reason == HANDOFF_DRAIN_SHUTDOWN && lame > 0) {
+                each(srv, n, handoff_http_server_lame_duck);
+                handoff_conn_begin(h);
+                held = true;
+                lame_until = sat_add(handoff_now_usec(), lame);
+            } else {
+                each(srv, n, handoff_http_server_drain);
+            }
+        } else if (ev.type == HANDOFF_EVENT_STOP) {
+            r = ev.reason == HANDOFF_STOP_DRAINED   ? 0
+                : ev.reason == HANDOFF_STOP_TIMEOUT ? -ETIMEDOUT
+                                                    : -EINTR;
+            break;
+        }
+    }
+    if (held)
+        handoff_conn_end(h);
+    each(srv, n, handoff_http_server_stop);
+    for (size_t i = 0; i < n; i++)
+        handoff_http_server_free(srv[i]);
+    free(srv);
+    handoff_free(h);
+    return r;
+}
+
+int handoff_http_listen_and_serve(const char *addr, handoff_http_handler handler,
+                                  void *userdata)
+{
+    return handoff_http_listen_and_serve_tls(addr, NULL, NULL, handler, userdata);
+}
+
+int handoff_http_listen_and_serve_tls(const char *addr, const char *cert_file,
+                                      const char *key_file, handoff_http_handler handler,
+                                      void *userdata)
+{
+    if (!addr || !handler)
+        return -EINVAL;
+    handoff_http_listen_spec l = {
+        .addr = addr, .tls_cert_file = cert_file, .tls_key_file = key_file};
+    handoff_http_options o = HANDOFF_HTTP_OPTIONS_INIT;
+    o.handler = handler;
+    o.userdata = userdata;
+    o.listen = &l;
+    o.num_listen = 1;
+    return handoff_http_serve(NULL, &o, 1, NULL, 0);
+}

@@ -1,0 +1,698 @@
+/*
+ * server.c - the server object and its worker threads.
+ *
+ * Each worker has one epoll instance watching every listener
+ * (EPOLLEXCLUSIVE, level-triggered, so one idle worker is woken per new
+ * connection), its eventfd, and its own connections (edge-triggered).
+ * Everything a worker owns is touched by its thread only, except the
+ * cross-thread queue (w->mu) through which other threads hand back
+ * responses, and the drain/stop flags, which are atomics announced
+ * through the eventfd.
+ *
+ * One loop iteration: wait (until the next timeout), handle the events,
+ * run due deferred callbacks and timeouts, work through the ready list,
+ * then free the connections closed during the iteration (the graveyard):
+ * an event for a closed connection may still sit in the batch.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+_Thread_local struct hs_worker *hs_current;
+
+#define DEFAULT_READ_TIMEOUT (30 * HANDOFF_USEC_PER_SEC)
+#define DEFAULT_WRITE_TIMEOUT (30 * HANDOFF_USEC_PER_SEC)
+#define DEFAULT_IDLE_TIMEOUT (60 * HANDOFF_USEC_PER_SEC)
+#define DEFAULT_TLS_TIMEOUT (10 * HANDOFF_USEC_PER_SEC)
+#define DEFAULT_MAX_HEADER 8192
+#define DEFAULT_MAX_BODY ((uint64_t)1 << 20)
+#define DEFAULT_MAX_KEEPALIVE 10000
+#define EMFILE_PAUSE_USEC (100 * HANDOFF_USEC_PER_MSEC)
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers used by the other files                                    */
+
+void hs_wake(struct hs_worker *w)
+{
+    uint64_t one = 1;
+    ssize_t n;
+    do {
+        n = write(w->evfd, &one, sizeof one);
+    } while (n < 0 && errno == EINTR);
+    /* EAGAIN means the counter is saturated: a wake-up is pending anyway. */
+}
+
+void hs_ready_push(struct hs_conn *c)
+{
+    struct hs_worker *w = c->w;
+    if (c->in_ready)
+        return;
+    c->in_ready = true;
+    c->rnext = NULL;
+    c->rprev = w->ready_tail;
+    if (w->ready_tail)
+        w->ready_tail->rnext = c;
+    else
+        w->ready_head = c;
+    w->ready_tail = c;
+}
+
+static struct hs_conn *ready_pop(struct hs_worker *w)
+{
+    struct hs_conn *c = w->ready_head;
+    if (!c)
+        return NULL;
+    w->ready_head = c->rnext;
+    if (w->ready_head)
+        w->ready_head->rprev = NULL;
+    else
+        w->ready_tail = NULL;
+    c->in_ready = false;
+    c->rnext = c->rprev = NULL;
+    return c;
+}
+
+void hs_count_end(handoff_http_server *srv)
+{
+    atomic_fetch_sub(&srv->nconn, 1);
+    if (srv->h)
+        handoff_conn_end(srv->h);
+}
+
+void hs_date_update(struct hs_worker *w, bool force)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    if (force || ts.tv_sec != w->date_sec) {
+        w->date_sec = ts.tv_sec;
+        hh_format_date(ts.tv_sec, w->date);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timeouts: one list per class, sorted because each has one duration      */
+
+static uint64_t tdur(const struct hs_worker *w, int cls)
+{
+    uint64_t d = w->srv->tdur[cls];
+    if (cls == HS_T_IDLE && w->draining && d > HS_DRAIN_GRACE_USEC)
+        d = HS_DRAIN_GRACE_USEC;
+    return d;
+}
+
+void hs_tset(struct hs_conn *c, int cls, bool refresh)
+{
+    struct hs_worker *w = c->w;
+    if (c->tclass == cls && !refresh)
+        return;
+    if (c->tclass != HS_T_NONE) {
+        struct hs_tlist *l = &w->tl[c->tclass];
+        if (c->tprev)
+            c->tprev->tnext = c->tnext;
+        else
+            l->head = c->tnext;
+        if (c->tnext)
+            c->tnext->tprev = c->tprev;
+        else
+            l->tail = c->tprev;
+        c->tprev = c->tnext = NULL;
+    }
+    c->tclass = cls;
+    if (cls == HS_T_NONE)
+        return;
+    struct hs_tlist *l = &w->tl[cls];
+    c->tsince = w->now;
+    c->tprev = l->tail;
+    if (l->tail)
+        l->tail->tnext = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Deferred callbacks: a binary min-heap on (at, seq)                       */
+
+static bool tless(const struct hs_timer *a, const struct hs_timer *b)
+{
+    return a->at < b->at || (a->at == b->at && a->seq < b->seq);
+}
+
+int hs_timer_add(struct hs_worker *w, struct hs_conn *c, uint64_t at,
+                 handoff_http_defer_fn fn, void *arg)
+{
+    if (w->ntimers == w->captimers) {
+        size_t cap = w->captimers ? w->captimers * 2 : 16;
+        struct hs_timer *t = realloc(w->timers, cap * sizeof *t);
+        if (!t)
+            return -ENOMEM;
+        w->timers = t;
+        w->captimers = cap;
+    }
+    struct hs_timer nt = {.at = at, .seq = w->timer_seq++, .c = c, .fn = fn, .arg = arg};
+    size_t i = w->ntimers++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!tless(&nt, &w->timers[parent]))
+            break;
+        w->timers[i] = w->timers[parent];
+        i = parent;
+    }
+    w->timers[i] = nt;
+    return 0;
+}
+
+static struct hs_timer timer_pop(struct hs_worker *w)
+{
+    struct hs_timer top = w->timers[0];
+    struct hs_timer last = w->timers[--w->ntimers];
+    size_t i = 0, n = w->ntimers;
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        const struct hs_timer *best = &last;
+        if (l < n && tless(&w->timers[l], best)) {
+            m = l;
+            best = &w->timers[l];
+        }
+        if (l + 1 < n && tless(&w->timers[l + 1], best))
+            m = l + 1;
+        if (m == i)
+            break;
+        w->timers[i] = w->timers[m];
+        i = m;
+    }
+    if (n)
+        w->timers[i] = last;
+    return top;
+}
+
+static void run_timer(struct hs_timer t)
+{
+    t.fn(&t.c->res, t.arg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The worker                                                               */
+
+static void set_listeners(struct hs_worker *w, bool on)
+{
+    handoff_http_server *srv = w->srv;
+    for (size_t i = 0; i < srv->nls; i++) {
+        if (on) {
+            struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE,
+                                     .data.ptr = &w->lw[i]};
+            (void)epoll_ctl(w->epfd, EPOLL_CTL_ADD, srv->ls[i].fd, &ev);
+        } else {
+            (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, srv->ls[i].fd, NULL);
+        }
+    }
+}
+
+static void worker_accept(struct hs_worker *w, struct hs_listener *l)
+{
+    if (w->draining || atomic_load_explicit(&w->srv->draining, memory_order_relaxed))
+        return;
+    for (int i = 0; i < HS_ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                /* Level-triggered: the listener would wake us at once.
+                 * Stop watching it for a moment instead of spinning. */
+                set_listeners(w, false);
+                w->accept_paused_until = w->now + EMFILE_PAUSE_USEC;
+            }
+            return;
+        }
+        if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+            int one = 1;
+            (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
+        if (!hs_conn_new(w, l, fd, (struct sockaddr *)&ss, len))
+            (void)close(fd);
+    }
+}
+
+static void apply_drain(struct hs_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = true;
+    set_listeners(w, false);
+    w->accept_paused_until = 0;
+    for (struct hs_conn *c = w->conns; c; c = c->next)
+        if (c->state != HS_C_DEAD && c->state != HS_C_GONE)
+            hs_conn_drain(c);
+}
+
+/* The eventfd fired: control flags and responses from other threads. */
+static void worker_wake(struct hs_worker *w)
+{
+    uint64_t v;
+    while (read(w->evfd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+    if (atomic_load(&w->srv->draining))
+        apply_drain(w);
+
+    pthread_mutex_lock(&w->mu);
+    struct hs_conn *q = w->q_head;
+    w->q_head = w->q_tail = NULL;
+    for (struct hs_conn *c = q; c; c = c->qnext)
+        c->queued = false;
+    pthread_mutex_unlock(&w->mu);
+    /* The entries are ours now; qnext stays valid while we walk, because
+     * nothing frees a connection before the graveyard runs. */
+    while (q) {
+        struct hs_conn *c = q;
+        q = c->qnext;
+        if (c->state == HS_C_APP || c->state == HS_C_DEAD) {
+            (void)hs_res_pump(c);
+            hs_conn_run(c);
+        }
+    }
+}
+
+static uint64_t next_deadline(struct hs_worker *w)
+{
+    uint64_t next = UINT64_MAX;
+    for (int k = 1; k < HS_T_COUNT; k++) {
+        struct hs_conn *c = w->tl[k].head;
+        if (c) {
+            uint64_t d = tdur(w, k);
+            uint64_t at = d > UINT64_MAX - c->tsince ? UINT64_MAX : c->tsince + d;
+            if (at < next)
+                next = at;
+        }
+    }
+    if (w->ntimers && w->timers[0].at < next)
+        next = w->timers[0].at;
+    if (w->accept_paused_until && w->accept_paused_until < next)
+        next = w->accept_paused_until;
+    return next;
+}
+
+static void run_due(struct hs_worker *w)
+{
+    while (w->ntimers && w->timers[0].at <= w->now)
+        run_timer(timer_pop(w));
+    for (int k = 1; k < HS_T_COUNT; k++) {
+        uint64_t d = tdur(w, k);
+        struct hs_conn *c;
+        while ((c = w->tl[k].head) && c->tsince + d <= w->now) {
+            hs_tset(c, HS_T_NONE, false);
+            hs_conn_timeout(c, k);
+        }
+    }
+    if (w->accept_paused_until && w->accept_paused_until <= w->now) {
+        w->accept_paused_until = 0;
+        if (!w->draining)
+            set_listeners(w, true);
+    }
+}
+
+static void run_ready(struct hs_worker *w)
+{
+    struct hs_conn *c;
+    while ((c = ready_pop(w))) {
+        if (c->state == HS_C_APP || c->state == HS_C_DEAD)
+            (void)hs_res_pump(c);
+        hs_conn_run(c);
+    }
+}
+
+static void bury(struct hs_worker *w)
+{
+    while (w->graveyard) {
+        struct hs_conn *c = w->graveyard;
+        w->graveyard = c->gnext;
+        hs_conn_free(c);
+    }
+}
+
+/* The stop: close everything, give deferred callbacks their turn. */
+static void worker_finish(struct hs_worker *w)
+{
+    w->now = handoff_now_usec();
+    for (struct hs_conn *c = w->conns; c; c = c->next)
+        hs_conn_close(c);
+    while (w->ntimers)
+        run_timer(timer_pop(w));
+    run_ready(w);
+    bury(w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct hs_worker *w = arg;
+    handoff_http_server *srv = w->srv;
+    struct epoll_event evs[128];
+
+    hs_current = w;
+    w->now = handoff_now_usec();
+    hs_date_update(w, true);
+    while (!atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
+        int timeout = -1;
+        if (w->ready_head) {
+            timeout = 0;
+        } else {
+            uint64_t next = next_deadline(w);
+            if (next != UINT64_MAX) {
+                uint64_t ms = next <= w->now ? 0 : (next - w->now + 999) / 1000;
+                timeout = ms > INT_MAX ? INT_MAX : (int)ms;
+            }
+        }
+        int n = epoll_wait(w->epfd, evs, (int)(sizeof evs / sizeof evs[0]), timeout);
+        w->now = handoff_now_usec();
+        hs_date_update(w, false);
+        for (int i = 0; i < n; i++) {
+            int kind = *(int *)evs[i].data.ptr;
+            if (kind == HS_K_CONN)
+                hs_conn_io(evs[i].data.ptr, evs[i].events);
+            else if (kind == HS_K_LISTENER)
+                worker_accept(w, ((struct hs_lwatch *)evs[i].data.ptr)->l);
+            else
+                worker_wake(w);
+        }
+        run_due(w);
+        run_ready(w);
+        bury(w);
+    }
+    worker_finish(w);
+    hs_current = NULL;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API                                                               */
+
+static unsigned cpu_count(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0)
+            return (unsigned)n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int handoff_http_server_new(handoff_t *h, const handoff_http_options *opts,
+                            handoff_http_server **out)
+{
+    if (!opts || !opts->handler || !out)
+        return -EINVAL;
+    if (opts->health_path && opts->health_path[0] != '/')
+        return -EINVAL;
+    handoff_http_server *srv = calloc(1, sizeof *srv);
+    if (!srv)
+        return -ENOMEM;
+    srv->h = h;
+    srv->o = *opts;
+    srv->o.listen = NULL;
+    srv->o.num_listen = 0;
+    handoff_http_options *o = &srv->o;
+    if (!o->threads)
+        o->threads = cpu_count();
+    if (!o->read_timeout_usec)
+        o->read_timeout_usec = DEFAULT_READ_TIMEOUT;
+    if (!o->write_timeout_usec)
+        o->write_timeout_usec = DEFAULT_WRITE_TIMEOUT;
+    if (!o->idle_timeout_usec)
+        o->idle_timeout_usec = DEFAULT_IDLE_TIMEOUT;
+    if (!o->tls_handshake_timeout_usec)
+        o->tls_handshake_timeout_usec = DEFAULT_TLS_TIMEOUT;
+    if (!o->max_header_bytes)
+        o->max_header_bytes = DEFAULT_MAX_HEADER;
+    if (o->max_header_bytes > ((size_t)1 << 30))
+        o->max_header_bytes = (size_t)1 << 30;
+    if (!o->max_body_bytes)
+        o->max_body_bytes = DEFAULT_MAX_BODY;
+    if (o->max_body_bytes > ((uint64_t)1 << 40))
+        o->max_body_bytes = (uint64_t)1 << 40;
+    if (!o->max_keepalive_requests)
+        o->max_keepalive_requests = DEFAULT_MAX_KEEPALIVE;
+    srv->limits.max_header_bytes = o->max_header_bytes;
+    srv->limits.max_target = o->max_header_bytes;
+    srv->tdur[HS_T_HANDSHAKE] = o->tls_handshake_timeout_usec;
+    srv->tdur[HS_T_READ] = o->read_timeout_usec;
+    srv->tdur[HS_T_IDLE] = o->idle_timeout_usec;
+    srv->tdur[HS_T_WRITE] = o->write_timeout_usec;
+    srv->tdur[HS_T_LINGER] = HS_LINGER_USEC;
+    if (opts->health_path) {
+        srv->health_path = strdup(opts->health_path);
+        if (!srv->health_path) {
+            free(srv);
+            return -ENOMEM;
+        }
+        srv->health_len = strlen(srv->health_path);
+    }
+    o->health_path = srv->health_path;
+    *out = srv;
+    return 0;
+}
+
+int handoff_http_server_add_listener(handoff_http_server *srv, int fd,
+                                     const char *cert_file, const char *key_file,
+                                     char *errbuf, size_t errlen)
+{
+    if (!srv || fd < 0 || (!cert_file) != (!key_file))
+        return -EINVAL;
+    if (srv->started)
+        return -EBUSY;
+    int acc = 0;
+    socklen_t al = sizeof acc;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) < 0)
+        return -errno;
+    if (!acc)
+        return -EINVAL;
+    SSL_CTX *ctx = NULL;
+    if (cert_file) {
+        int r = hs_tls_ctx_new(cert_file, key_file, &ctx, errbuf, errlen);
+        if (r < 0)
+            return r;
+    }
+    struct hs_listener *ls = realloc(srv->ls, (srv->nls + 1) * sizeof *ls);
+    if (!ls) {
+        SSL_CTX_free(ctx);
+        return -ENOMEM;
+    }
+    srv->ls = ls;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK))
+        (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    ls[srv->nls++] = (struct hs_listener){.fd = fd, .ctx = ctx};
+    return 0;
+}
+
+int handoff_http_server_listen(handoff_http_server *srv, const char *spec,
+                               const char *cert_file, const char *key_file,
+                               char *errbuf, size_t errlen)
+{
+    if (!srv || !srv->h || !spec)
+        return -EINVAL;
+    int fd = handoff_listen(srv->h, NULL, spec, NULL);
+    if (fd < 0) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "%s", handoff_errmsg(srv->h));
+        return fd;
+    }
+    int r = handoff_http_server_add_listener(srv, fd, cert_file, key_file, errbuf, errlen);
+    if (r < 0) {
+        (void)handoff_remove(srv->h, spec);
+        return r;
+    }
+    return fd;
+}
+
+static void worker_done(struct hs_worker *w)
+{
+    if (w->epfd >= 0)
+        (void)close(w->epfd);
+    if (w->evfd >= 0)
+        (void)close(w->evfd);
+    w->epfd = w->evfd = -1;
+    free(w->lw);
+    w->lw = NULL;
+    free(w->timers);
+    w->timers = NULL;
+    if (w->inited)
+        pthread_mutex_destroy(&w->mu);
+    w->inited = false;
+}
+
+static int worker_init(handoff_http_server *srv, struct hs_worker *w)
+{
+    w->kind = HS_K_WAKE;
+    w->srv = srv;
+    pthread_mutex_init(&w->mu, NULL);
+    w->inited = true;
+    w->lw = calloc(srv->nls ? srv->nls : 1, sizeof *w->lw);
+    if (!w->lw)
+        return -ENOMEM;
+    for (size_t i = 0; i < srv->nls; i++)
+        w->lw[i] = (struct hs_lwatch){.kind = HS_K_LISTENER, .l = &srv->ls[i]};
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0)
+        return -errno;
+    w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->evfd < 0)
+        return -errno;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = w};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev) < 0)
+        return -errno;
+    if (!atomic_load(&srv->draining))
+        set_listeners(w, true);
+    return 0;
+}
+
+int handoff_http_server_start(handoff_http_server *srv)
+{
+    if (!srv)
+        return -EINVAL;
+    if (srv->started)
+        return -EALREADY;
+    unsigned n = srv->o.threads;
+    srv->ws = calloc(n, sizeof *srv->ws);
+    if (!srv->ws)
+        return -ENOMEM;
+    srv->nws = n;
+    for (unsigned i = 0; i < n; i++)
+        srv->ws[i].epfd = srv->ws[i].evfd = -1;
+    int r = 0;
+    for (unsigned i = 0; i < n && r == 0; i++)
+        r = worker_init(srv, &srv->ws[i]);
+
+    /* Workers block every signal: signals are the handoff loop's job, and
+     * a SIGPIPE from a write to a closed peer then only fails the write. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    for (unsigned i = 0; i < n && r == 0; i++) {
+        r = -pthread_create(&srv->ws[i].thread, NULL, worker_main, &srv->ws[i]);
+        if (r == 0)
+            srv->ws[i].started = true;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    srv->started = true;
+    if (r < 0) {
+        (void)handoff_http_server_stop(srv);
+        for (unsigned i = 0; i < n; i++)
+            worker_done(&srv->ws[i]);
+        free(srv->ws);
+        srv->ws = NULL;
+        srv->nws = 0;
+        srv->started = false;
+        srv->stopped = false;
+        atomic_store(&srv->stopping, 0);
+    }
+    return r;
+}
+
+int handoff_http_server_lame_duck(handoff_http_server *srv)
+{
+    if (!srv)
+        return -EINVAL;
+    atomic_store(&srv->lame, 1);
+    return 0;
+}
+
+int handoff_http_server_drain(handoff_http_server *srv)
+{
+    if (!srv)
+        return -EINVAL;
+    if (atomic_exchange(&srv->draining, 1))
+        return 0;
+    /* Stop accepting before returning: the successor owns new
+     * connections from now on. The workers also do this themselves when
+     * they wake (so that a paused listener is not re-added). */
+    for (unsigned i = 0; i < srv->nws; i++) {
+        if (srv->ws[i].epfd < 0)
+            continue;
+        for (size_t k = 0; k < srv->nls; k++)
+            (void)epoll_ctl(srv->ws[i].epfd, EPOLL_CTL_DEL, srv->ls[k].fd, NULL);
+        hs_wake(&srv->ws[i]);
+    }
+    if (srv->o.on_drain)
+        srv->o.on_drain(srv, srv->o.userdata);
+    return 0;
+}
+
+int handoff_http_server_stop(handoff_http_server *srv)
+{
+    if (!srv)
+        return -EINVAL;
+    if (!srv->started || srv->stopped)
+        return 0;
+    srv->stopped = true;
+    atomic_store(&srv->stopping, 1);
+    for (unsigned i = 0; i < srv->nws; i++)
+        if (srv->ws[i].started)
+            hs_wake(&srv->ws[i]);
+    for (unsigned i = 0; i < srv->nws; i++)
+        if (srv->ws[i].started) {
+            pthread_join(srv->ws[i].thread, NULL);
+            srv->ws[i].started = false;
+        }
+    return 0;
+}
+
+handoff_http_server *handoff_http_server_free(handoff_http_server *srv)
+{
+    if (!srv)
+        return NULL;
+    (void)handoff_http_server_stop(srv);
+    for (unsigned i = 0; i < srv->nws; i++) {
+        struct hs_worker *w = &srv->ws[i];
+        /* Whatever is left was held by the application until now. */
+        while (w->conns) {
+            struct hs_conn *c = w->conns;
+            if (c->state != HS_C_DEAD && c->state != HS_C_GONE && c->fd >= 0) {
+                (void)close(c->fd);
+                c->fd = -1;
+            }
+            if (c->counted) {
+                c->counted = false;
+                hs_count_end(srv);
+            }
+            hs_conn_free(c);
+        }
+        worker_done(w);
+    }
+    free(srv->ws);
+    for (size_t i = 0; i < srv->nls; i++)
+        SSL_CTX_free(srv->ls[i].ctx);
+    free(srv->ls);
+    free(srv->health_path);
+    free(srv);
+    return NULL;
+}
+
+unsigned long handoff_http_server_connections(const handoff_http_server *srv)
+{
+    return srv ? atomic_load(&srv->nconn) : 0;
+}
+
+void handoff_http_hijack_end(handoff_http_server *srv)
+{
+    if (srv)
+        hs_count_end(srv);
+}

@@ -12,6 +12,7 @@
 #include <handoff.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <spawn.h>
@@ -271,6 +272,9 @@ int main(int argc, char **argv)
             handoff_free(S.h);
             return 1;
         }
+        /* An inherited socket keeps the mode its creator gave it (systemd's
+         * are blocking); this loop needs non-blocking accept. */
+        (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
         S.lfd[S.nl] = fd;
         S.ludp[S.nl] = strncmp(specs[i], "udp", 3) == 0;
         e.events = EPOLLIN;

@@ -1,0 +1,632 @@
+#!/usr/bin/env python3
+"""Integration tests of the core library through the echo example.
+
+Real processes on 127.0.0.1: each case starts examples/echo, drives it with
+clients and signals, and asserts on what clients saw (no refused, reset or
+failed connection), on processes (no zombie, one serving generation) and on
+fds. Usage: it-core.py --echo PATH CASE
+Every wait is bounded; everything started is killed at the end.
+"""
+import argparse
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ECHO = None
+TMP = None
+PROCS = []
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def fail(msg):
+    raise AssertionError(msg)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_until(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.005)
+    fail("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def proc_state(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def alive(pid):
+    st = proc_state(pid)
+    return st is not None and st not in ("Z", "X")
+
+
+def children_of(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                rest = f.read().rsplit(")", 1)[1].split()
+            if int(rest[1]) == pid:
+                out.append((int(d), rest[0]))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def zombies_under(pids):
+    return [(c, s) for p in pids for (c, s) in children_of(p) if s == "Z"]
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def fd_targets(pid):
+    out = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out[int(fd)] = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            pass
+    return out
+
+
+class Server:
+    """An echo server started through `argv0` (a path or symlink)."""
+
+    def __init__(self, listens, extra=(), argv0=None, env=None, prefix=()):
+        self.pidfile = os.path.join(TMP, "echo-%d.pid" % random.randrange(1 << 30))
+        self.logpath = self.pidfile + ".log"
+        argv = list(prefix) + [argv0 or ECHO]
+        for l in listens:
+            argv += ["--listen", l]
+        argv += ["--pid-file", self.pidfile, "--verbose"] + list(extra)
+        self.log = open(self.logpath, "w")
+        e = dict(os.environ)
+        if env:
+            e.update(env)
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=e,
+                                  start_new_session=True)
+        PROCS.append(self)
+        self.seen = set()
+
+    def wait_ready(self, timeout=10):
+        pid = wait_until(lambda: (lambda p: p if p and alive(p) else 0)(read_pid(self.pidfile)),
+                         timeout, "pid file")
+        self.seen.add(pid)
+        return pid
+
+    def pid(self):
+        p = read_pid(self.pidfile)
+        if p:
+            self.seen.add(p)
+        return p
+
+    def restart(self, timeout=10, wait_old=False):
+        """SIGHUP to the serving pid; waits until another live pid serves
+        (and, with wait_old, until the old one has drained and exited; a
+        connection a client keeps open keeps its generation alive until the
+        drain timeout). Returns (old, new)."""
+        old = self.wait_ready()
+        os.kill(old, signal.SIGHUP)
+        new = wait_until(lambda: (lambda p: p if p != old and alive(p) else 0)(self.pid()),
+                         timeout, "new generation in the pid file")
+        if wait_old:
+            wait_until(lambda: not alive(old), timeout, "old generation %d to exit" % old)
+        return old, new
+
+    def settle(self, timeout=15):
+        """Waits until the generation named by the pid file is the only one
+        alive; returns it."""
+        def one():
+            cur = self.pid()
+            live = [p for p in self.seen | {cur} if alive(p)]
+            return live[0] if live == [cur] else None
+        return wait_until(one, timeout, "a single live generation (seen %s)" % sorted(self.seen))
+
+    def logtext(self):
+        self.log.flush()
+        with open(self.logpath) as f:
+            return f.read()
+
+    def kill_all(self):
+        for pid in list(self.seen) + [self.p.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            self.p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class Load:
+    """Clients that keep connecting, sending and reading back, plus one
+    long-lived connection that stays open across restarts."""
+
+    def __init__(self, family, addr, threads=3, long_lived=True):
+        self.family, self.addr = family, addr
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failures = []
+        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
+        if long_lived:
+            self.threads.append(threading.Thread(target=self.run_long, daemon=True))
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def record(self, ok, what=None):
+        with self.lock:
+            if ok:
+                self.ok += 1
+            else:
+                self.failures.append(what)
+
+    def one(self, payload):
+        s = socket.socket(self.family, socket.SOCK_STREAM)
+        s.settimeout(5)
+        try:
+            s.connect(self.addr)
+            s.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                b = s.recv(65536)
+                if not b:
+                    raise ConnectionError("closed early after %d bytes" % len(got))
+                got += b
+            if got != payload:
+                raise ValueError("echo mismatch")
+        finally:
+            s.close()
+
+    def run(self):
+        while not self.stop.is_set():
+            payload = os.urandom(random.choice((1, 100, 5000, 70000)))
+            try:
+                self.one(payload)
+                self.record(True)
+            except Exception as e:  # noqa: BLE001 - every failure is data
+                self.record(False, "%s: %s" % (type(e).__name__, e))
+
+    def run_long(self):
+        try:
+            s = socket.socket(self.family, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(self.addr)
+            n = 0
+            while not self.stop.wait(0.05):
+                msg = b"ping %d\n" % n
+                s.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    b = s.recv(100)
+                    if not b:
+                        raise ConnectionError("long-lived connection closed")
+                    got += b
+                if got != msg:
+                    raise ValueError("long-lived echo mismatch")
+                n += 1
+            s.close()
+            self.record(True)
+            self.long_rounds = n
+        except Exception as e:  # noqa: BLE001
+            self.record(False, "long-lived: %s: %s" % (type(e).__name__, e))
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=15)
+        return self.ok, self.failures
+
+
+def check_load(load, min_ok):
+    ok, failures = load.finish()
+    log("  clients: %d ok, %d failed" % (ok, len(failures)))
+    if failures:
+        fail("client failures: %s" % failures[:10])
+    if ok < min_ok:
+        fail("only %d successful exchanges" % ok)
+
+
+def echo_once(port, data=b"x"):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(data)
+    got = s.recv(len(data) + 10)
+    s.close()
+    if got != data:
+        fail("echo returned %r" % got)
+
+
+# --------------------------------------------------------------------------
+# cases
+
+
+def case_restart_100():
+    port = free_port()
+    srv = Server(["127.0.0.1:%d" % port])
+    first = srv.wait_ready()
+    load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    for i in range(100):
+        srv.restart()
+        time.sleep(0.01)
+    el = time.monotonic() - t0
+    check_load(load, 200)
+    # The long-lived connection kept generation 1 draining; once clients
+    # are done, every old generation exits. (fd counts: see case fd-leak,
+    # measured without client connections in the way.)
+    srv.settle()
+    log("  100 restarts in %.1fs under load" % el)
+    if len(srv.seen) != 101:
+        fail("expected 101 distinct generations, saw %d" % len(srv.seen))
+    z = zombies_under(srv.seen)
+    if z:
+        fail("zombies: %s" % z)
+    if first in srv.seen and alive(first):
+        fail("first generation still alive")
+
+
+def case_fd_leak():
+    port = free_port()
+    sock = os.path.join(TMP, "fd.sock")
+    srv = Server(["127.0.0.1:%d" % port, "udp://127.0.0.1:%d" % port, "unix:" + sock])
+    srv.wait_ready()
+    _, new = srv.restart()
+    time.sleep(0.05)
+    before = fd_targets(new)
+    for _ in range(99):
+        echo_once(port)
+        srv.restart(wait_old=True)
+    time.sleep(0.05)
+    after = fd_targets(srv.pid())
+    log("  fds after restart 1: %d, after restart 100: %d" % (len(before), len(after)))
+    if len(before) != len(after):
+        fail("fd count changed: %s -> %s" % (before, after))
+    sockets = [t for t in after.values() if t.startswith("socket:")]
+    if len(sockets) != 3:
+        fail("expected exactly the 3 listening sockets, got %s" % after)
+
+
+def make_script(path, body):
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\n" + body + "\n")
+    os.chmod(path, 0o755)
+
+
+def swap_link(link, target):
+    tmp = link + ".new"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)  # atomic, as a deploy does
+
+
+def case_upgrade_failures():
+    port = free_port()
+    link = os.path.join(TMP, "server")
+    swap_link(link, ECHO)
+    srv = Server(["127.0.0.1:%d" % port], extra=["--upgrade-timeout", "1"], argv0=link)
+    serving = srv.wait_ready()
+    load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
+    bad = {}
+    bad["missing"] = os.path.join(TMP, "does-not-exist")
+    ne = os.path.join(TMP, "not-executable")
+    with open(ne, "w") as f:
+        f.write("#!/bin/sh\nexit 0\n")
+    os.chmod(ne, 0o644)
+    bad["not-executable"] = ne
+    for name, body in (("exit-1", "exit 1"), ("segv", "kill -SEGV $$"),
+                       ("hang", "exec sleep 30")):
+        p = os.path.join(TMP, name)
+        make_script(p, body)
+        bad[name] = p
+    expect = {"missing": "No such file", "not-executable": "Permission denied",
+              "exit-1": "exited with status 1", "segv": "killed by signal 11",
+              "hang": "did not become ready"}
+    for name, target in bad.items():
+        swap_link(link, target)
+        before = srv.logtext().count("upgrade-failed")
+        t0 = time.monotonic()
+        os.kill(serving, signal.SIGHUP)
+        wait_until(lambda: srv.logtext().count("upgrade-failed") > before, 10,
+                   "upgrade failure report for %s" % name)
+        text = srv.logtext()
+        line = [l for l in text.splitlines() if "upgrade-failed" in l][-1]
+        log("  %-15s -> reported in %.0f ms: %s" % (name, (time.monotonic() - t0) * 1000, line))
+        if expect[name] not in line:
+            fail("%s: report does not say %r: %s" % (name, expect[name], line))
+        if srv.pid() != serving or not alive(serving):
+            fail("%s: the old generation stopped serving" % name)
+        echo_once(port)
+        z = zombies_under([serving])
+        if z:
+            fail("%s: zombie left: %s" % (name, z))
+    # The next upgrade succeeds.
+    swap_link(link, ECHO)
+    old, new = srv.restart()
+    echo_once(port)
+    log("  after the failures, upgrade %d -> %d succeeded" % (old, new))
+    check_load(load, 100)
+    srv.settle()
+
+
+def case_burst():
+    port = free_port()
+    srv = Server(["127.0.0.1:%d" % port])
+    srv.wait_ready()
+    load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
+    for _ in range(50):
+        pid = srv.pid()
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            pass
+    # Let everything settle: every generation but one drains and exits.
+    time.sleep(0.5)
+    echo_once(port)
+    check_load(load, 50)
+    live = srv.settle(20)
+    z = zombies_under(srv.seen)
+    log("  50 SIGHUPs: %d generations seen, serving %s, zombies %s" % (len(srv.seen), live, z))
+    if z:
+        fail("zombies: %s" % z)
+
+
+def case_grandchild():
+    port = free_port()
+    out = os.path.join(TMP, "grandchild.txt")
+    notify = os.path.join(TMP, "notify.sock")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(notify)
+    cmd = "ls -l /proc/$$/fd > %s.fd; env > %s.env" % (out, out)
+    srv = Server(["127.0.0.1:%d" % port, "udp://127.0.0.1:%d" % port],
+                 extra=["--exec-on-usr1", cmd], env={"NOTIFY_SOCKET": notify})
+    srv.wait_ready()
+    srv.restart()  # generation 2 got LISTEN_* and HANDOFF_* from generation 1
+    pid = srv.pid()
+    os.kill(pid, signal.SIGUSR1)
+    wait_until(lambda: os.path.exists(out + ".env") and os.path.getsize(out + ".env") > 0, 5,
+               "grandchild output")
+    time.sleep(0.1)
+    fds = open(out + ".fd").read()
+    env = open(out + ".env").read()
+    leaked_fds = [l for l in fds.splitlines() if "socket:" in l or "anon_inode" in l]
+    leaked_env = [l for l in env.splitlines()
+                  if l.split("=", 1)[0] in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+                                            "NOTIFY_SOCKET")
+                  or l.startswith("HANDOFF_")]
+    log("  grandchild of generation 2: %d fds, leaked fds %s, leaked env %s"
+        % (len(fds.splitlines()) - 1, leaked_fds, leaked_env))
+    if leaked_fds or leaked_env:
+        fail("leaked into the grandchild: %s %s" % (leaked_fds, leaked_env))
+    rx.close()
+
+
+def case_socket_activation():
+    sa = shutil.which("systemd-socket-activate")
+    if not sa:
+        log("SKIP: systemd-socket-activate not installed (Debian package systemd)")
+        sys.exit(77)
+    port = free_port()
+    srv = Server(["127.0.0.1:%d" % port], prefix=[sa, "-l", "127.0.0.1:%d" % port])
+    # systemd-socket-activate binds first and starts the program on the
+    # first connection.
+    def bound():
+        with open("/proc/net/tcp") as f:
+            return any(":%04X" % port in l.split()[1] and l.split()[3] == "0A"
+                       for l in f.readlines()[1:])
+    wait_until(bound, 10, "systemd-socket-activate to listen")
+    echo_once(port, b"first")
+    pid = srv.wait_ready()
+    sock_before = fd_targets(pid).get(3)
+    if not sock_before or not sock_before.startswith("socket:"):
+        fail("fd 3 of the activated process is %r" % sock_before)
+    if "inherited" not in srv.logtext() and "bound" in srv.logtext():
+        pass
+    load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
+    old, new = srv.restart()
+    old2, new2 = srv.restart()
+    sock_after = fd_targets(new2).get(3)
+    time.sleep(0.5)
+    check_load(load, 50)
+    log("  activated pid %d fd 3 %s; after 2 restarts pid %d fd 3 %s"
+        % (pid, sock_before, new2, sock_after))
+    if sock_after != sock_before:
+        fail("the socket passed by systemd-socket-activate was not kept")
+
+
+def case_notify_order():
+    port = free_port()
+    notify = os.path.join(TMP, "notify.sock")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(notify)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    rx.settimeout(0.1)
+    msgs = []
+    stop = threading.Event()
+
+    def receive():
+        while not stop.is_set():
+            try:
+                data, anc, _f, _a = rx.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            pid = None
+            for lvl, typ, d in anc:
+                if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS:
+                    pid = int.from_bytes(d[:4], "little")
+            msgs.append((pid, data.decode()))
+    t = threading.Thread(target=receive, daemon=True)
+    t.start()
+    srv = Server(["127.0.0.1:%d" % port], env={"NOTIFY_SOCKET": notify})
+    g1 = srv.wait_ready()
+    wait_until(lambda: any("READY=1" in m for _, m in msgs), 5, "READY=1")
+    old, g2 = srv.restart()
+    if read_pid(srv.pidfile) != g2:
+        fail("pid file does not name the new generation")
+    os.kill(g2, signal.SIGTERM)
+    wait_until(lambda: not alive(g2), 10, "generation 2 to stop")
+    time.sleep(0.1)
+    stop.set()
+    t.join()
+    log("  notifications: %s" % msgs)
+    keys = []
+    for pid, m in msgs:
+        for line in m.splitlines():
+            k = line.split("=", 1)[0]
+            if k in ("READY", "RELOADING", "MAINPID", "STOPPING"):
+                keys.append((k, line, pid))
+    seq = [k for k, _, _ in keys]
+    want = ["READY", "RELOADING", "MAINPID", "READY", "STOPPING"]
+    if seq != want:
+        fail("order %s, want %s" % (seq, want))
+    if keys[2][1] != "MAINPID=%d" % g2:
+        fail("MAINPID names %s, want %d" % (keys[2][1], g2))
+    # Who sent what: the old main pid announces the new one (systemd only
+    # accepts MAINPID= from the current main process with NotifyAccess=main).
+    senders = [p for _, _, p in keys]
+    if senders != [g1, g1, g1, g1, g2]:
+        fail("senders %s, want %s" % (senders, [g1, g1, g1, g1, g2]))
+    if os.path.exists(srv.pidfile):
+        fail("pid file left behind after the final shutdown")
+    rx.close()
+
+
+def case_symlink_swap():
+    port = free_port()
+    rel = os.path.join(TMP, "releases")
+    os.makedirs(rel)
+    a, b = os.path.join(rel, "v1"), os.path.join(rel, "v2")
+    shutil.copy2(ECHO, a)
+    shutil.copy2(ECHO, b)
+    link = os.path.join(TMP, "current")
+    swap_link(link, a)
+    srv = Server(["127.0.0.1:%d" % port], argv0=link)
+    p1 = srv.wait_ready()
+    if os.readlink("/proc/%d/exe" % p1) != a:
+        fail("generation 1 runs %s" % os.readlink("/proc/%d/exe" % p1))
+    swap_link(link, b)
+    _, p2 = srv.restart()
+    exe = os.readlink("/proc/%d/exe" % p2)
+    log("  after swapping the symlink, generation 2 runs %s" % exe)
+    if exe != b:
+        fail("generation 2 runs %s, want %s" % (exe, b))
+    echo_once(port)
+
+
+def case_unix_and_udp():
+    port = free_port()
+    path = os.path.join(TMP, "echo.sock")
+    abstract = "handoff-it-%d" % os.getpid()
+    srv = Server(["unix:" + path, "unix:@" + abstract, "udp://127.0.0.1:%d" % port,
+                  "[::1]:%d" % port])
+    srv.wait_ready()
+    load = Load(socket.AF_UNIX, path).start()
+    load6 = Load(socket.AF_INET6, ("::1", port), threads=1, long_lived=False).start()
+    ino = os.stat(path).st_ino
+    for _ in range(5):
+        srv.restart()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(2)
+        u.sendto(b"dgram", ("127.0.0.1", port))
+        if u.recv(100) != b"dgram":
+            fail("udp echo")
+        u.close()
+        s = socket.socket(socket.AF_UNIX)
+        s.connect("\0" + abstract)
+        s.sendall(b"abs")
+        if s.recv(10) != b"abs":
+            fail("abstract echo")
+        s.close()
+    if os.stat(path).st_ino != ino:
+        fail("the unix socket file was recreated instead of inherited")
+    check_load(load, 50)
+    check_load(load6, 10)
+    os.kill(srv.pid(), signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(path), 10, "the last generation to remove the socket file")
+    log("  unix socket path kept across 5 restarts and removed at shutdown")
+
+
+CASES = {
+    "restart-100": case_restart_100,
+    "fd-leak": case_fd_leak,
+    "upgrade-failures": case_upgrade_failures,
+    "burst": case_burst,
+    "grandchild": case_grandchild,
+    "socket-activation": case_socket_activation,
+    "notify-order": case_notify_order,
+    "symlink-swap": case_symlink_swap,
+    "unix-and-udp": case_unix_and_udp,
+}
+
+
+def main():
+    global ECHO, TMP
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--echo", required=True)
+    ap.add_argument("case", choices=sorted(CASES) + ["all"])
+    a = ap.parse_args()
+    ECHO = os.path.abspath(a.echo)
+    cases = sorted(CASES) if a.case == "all" else [a.case]
+    rc = 0
+    for c in cases:
+        TMP = tempfile.mkdtemp(prefix="handoff-it-")
+        t0 = time.monotonic()
+        try:
+            log("== %s" % c)
+            CASES[c]()
+            log("PASS %s (%.1fs)" % (c, time.monotonic() - t0))
+        except AssertionError as e:
+            log("FAIL %s: %s" % (c, e))
+            for s in PROCS:
+                log("---- server log %s\n%s" % (s.logpath, s.logtext()[-3000:]))
+            rc = 1
+        finally:
+            for s in PROCS:
+                s.kill_all()
+            PROCS.clear()
+            shutil.rmtree(TMP, ignore_errors=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

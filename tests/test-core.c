@@ -228,12 +228,20 @@ static void c_inherit(void)
 }
 static void test_inherit(void **s) { (void)s; in_child(c_inherit); }
 
+/* Moves fd to target without close-on-exec, as exec leaves inherited fds. */
+static void place_at(int fd, int target)
+{
+    int t = fcntl(fd, F_DUPFD, 100);
+    CHECK(t >= 100);
+    close(fd);
+    CHECK(dup2(t, target) == target);
+    close(t);
+}
+
 static void c_inherit_unclaimed(void)
 {
     uint16_t p1;
-    int a = make_listener(&p1);
-    CHECK(dup2(a, 3) == 3);
-    close(a);
+    place_at(make_listener(&p1), 3);
     char pid[16];
     snprintf(pid, sizeof pid, "%d", getpid());
     setenv("LISTEN_PID", pid, 1);
@@ -252,9 +260,7 @@ static void test_inherit_unclaimed(void **s) { (void)s; in_child(c_inherit_uncla
 static void c_inherit_foreign(void)
 {
     uint16_t p1;
-    int a = make_listener(&p1);
-    CHECK(dup2(a, 3) == 3);
-    close(a);
+    place_at(make_listener(&p1), 3);
     setenv("LISTEN_PID", "1", 1); /* not us */
     setenv("LISTEN_FDS", "1", 1);
     setenv("HANDOFF_READY_FD", "4", 1);

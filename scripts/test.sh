@@ -1,0 +1,45 @@
+#!/bin/sh
+# The whole test suite: installs what it needs, then builds and tests
+#  1. gcc, warnings as errors;
+#  2. clang, warnings as errors, ASan+UBSan;
+#  3. clang, ThreadSanitizer (the HTTP module is threaded);
+#  4. an install into a temporary prefix, and a program built against it
+#     with pkg-config alone.
+# Usage: scripts/test.sh [quick]   (quick: step 1 only)
+set -eu
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+JOBS=$(nproc)
+run_suite() { # name, cmake args...
+    name=$1; shift
+    echo "=== $name" >&2
+    cmake -S . -B "build-$name" -G Ninja -DHANDOFF_WERROR=ON "$@" >/dev/null
+    cmake --build "build-$name" -j "$JOBS"
+    (cd "build-$name" && ctest --output-on-failure -j "$JOBS" --timeout 600)
+}
+run_suite gcc -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo
+[ "${1:-}" = quick ] && exit 0
+run_suite asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+    -DHANDOFF_SANITIZE=address,undefined
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    run_suite tsan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DHANDOFF_SANITIZE=thread
+
+echo "=== install + pkg-config" >&2
+prefix=$(mktemp -d /tmp/handoff-prefix.XXXXXX)
+cmake --install build-gcc --prefix "$prefix" >/dev/null
+cat > "$prefix/consumer.c" <<'C'
+#include <handoff.h>
+#include <stdio.h>
+int main(void) {
+    handoff_addr a;
+    int r = handoff_addr_parse("127.0.0.1:8080", &a, NULL, 0);
+    printf("%s\n", r == 0 ? "ok" : "fail");
+    return r != 0;
+}
+C
+PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/x86_64-linux-gnu/pkgconfig" \
+    sh -c 'cc -o "$1/consumer" "$1/consumer.c" $(pkg-config --cflags --libs handoff) -Wl,-rpath,"$(pkg-config --variable=libdir handoff)"' _ "$prefix"
+"$prefix/consumer"
+rm -rf "$prefix"
+echo "all suites passed" >&2

@@ -73,8 +73,8 @@ static void test_errors(void **state)
         "127.0.0.1:80x", "::1:80", "[::1]80", "[::1", "[zz]:80", "example.com:80",
         "http://127.0.0.1:80", "unix:", "unix:@", "unix:relative", "tcp4://[::1]:80",
         "1.2.3.4.5:80", "127.0.0.1:123456",
-        "unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ("unix:/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
     };
     char err[256];
     handoff_addr a;

@@ -402,7 +402,6 @@ static void handover(handoff_t *h)
 {
     pid_t pid = h->child_pid;
     uint64_t elapsed = handoff_now_usec() - h->child_start;
-    struct epoll_event;
 
     /* Keep the pidfd: the successor is our child until we exit, and if it
      * dies while we drain we must reap it. */
@@ -413,9 +412,11 @@ static void handover(handoff_t *h)
     (void)handoff__epoll_add(h, h->succ_pidfd, HF_TAG_SUCC_PIDFD);
     child_forget(h);
     h->handed_over = true;
-    handoff__pidfile_update(h, pid);
+    /* systemd first, then the pid file: whoever sees the new pid in the
+     * pid file (and signals it) acts after systemd already knows it. */
     handoff__notify(h, "MAINPID=%ld\nREADY=1\nSTATUS=Generation %u (pid %ld) serving",
                     (long)pid, h->generation + 1, (long)pid);
+    handoff__pidfile_update(h, pid);
     handoff__log(h, HANDOFF_LOG_INFO, "generation %u (pid %ld) ready in %llu ms; draining %lu connections",
                  h->generation + 1, (long)pid, (unsigned long long)(elapsed / 1000),
                  (unsigned long)atomic_load(&h->conns));

@@ -1,0 +1,161 @@
+/*
+ * tool.h - shared by the modules of the handoff command (the .c files in
+ * tools/); never installed. The command uses only libhandoff's public API.
+ *
+ *   handoff.c     main(), the command line, --help
+ *   supervisor.c  `handoff run`: generations, reloads, crashes, stop
+ *   spawn.c       fork+exec of workers and readiness checks
+ *   notify.c      the NOTIFY_SOCKET the supervisor gives its workers
+ *   control.c     the control socket (server and client side)
+ *   util.c        logging, durations, signal names
+ */
+#ifndef HANDOFF_TOOL_H
+#define HANDOFF_TOOL_H
+
+#include <handoff.h>
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define TOOL_MAX_LISTEN 64
+#define TOOL_MAX_WORKERS 256
+
+/* Exit codes (documented in handoff(1)). */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAILED = 1,    /* reload failed, command could not start, ... */
+    EXIT_USAGE = 2,
+    EXIT_NOCONNECT = 3, /* cannot connect to the control socket */
+    EXIT_REFUSED = 4,   /* the supervisor refused this user */
+    EXIT_TIMEOUT = 5    /* no answer within --timeout */
+};
+
+enum ready_mode { READY_NOTIFY = 0, READY_COMMAND, READY_DELAY };
+
+/* Everything `handoff run` was told on its command line. */
+struct config {
+    const char *name;            /* instance name (default control path) */
+    const char *control;         /* control socket path */
+    const char *pid_file;        /* the supervisor's own pid */
+    const char *listen[TOOL_MAX_LISTEN];
+    int nlisten;
+    char **argv;                 /* COMMAND ARGS..., NULL-terminated */
+    int workers;
+    bool rolling;
+    int ready_mode;              /* enum ready_mode */
+    const char *ready_command;
+    uint64_t ready_delay;
+    uint64_t ready_timeout;
+    uint64_t ready_interval;
+    int stop_signal;
+    uint64_t drain_timeout;
+    int max_draining;
+    uint64_t backoff_min;
+    uint64_t backoff_max;
+    uint64_t backoff_reset;
+    uint64_t forward;            /* bit n: forward signal n */
+    bool nonblock;               /* create sockets with O_NONBLOCK */
+    int verbosity;               /* 0 quiet, 1 normal, 2 verbose */
+};
+
+/* ---- util.c ---- */
+enum { LOG_ERR_ = 0, LOG_WARN_ = 1, LOG_INFO_ = 2, LOG_DEBUG_ = 3 };
+extern int tool_verbosity;
+void tool_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define log_err(...) tool_log(LOG_ERR_, __VA_ARGS__)
+#define log_warn(...) tool_log(LOG_WARN_, __VA_ARGS__)
+#define log_info(...) tool_log(LOG_INFO_, __VA_ARGS__)
+#define log_debug(...) tool_log(LOG_DEBUG_, __VA_ARGS__)
+
+/* Parses "1.5", "250ms", "2s", "1m" into microseconds. 0 or -EINVAL. */
+int parse_duration(const char *s, uint64_t *out);
+/* "38 ms", "2.5 s", "3m12s" */
+const char *fmt_duration(uint64_t usec, char *buf, size_t len);
+/* "TERM", "SIGTERM", "15" -> 15; -1 if unknown. */
+int parse_signal(const char *s);
+/* "TERM" for 15 (static storage). */
+const char *signal_name(int signo);
+/* "exited with status 1", "was killed by SIGKILL" */
+const char *describe_status(int status, char *buf, size_t len);
+/* The shell-style exit code a waitpid status maps to (128+N if killed). */
+int status_exit_code(int status);
+/* Default control socket path for an instance name; 0 or -errno.
+ * create_dir: make the private directory if it is missing. */
+int default_control_path(const char *name, char *buf, size_t len, bool create_dir);
+
+/* ---- spawn.c ---- */
+struct listener {
+    int fd;
+    bool owned;          /* taken from the inherited pool: we close it */
+    char name[256];
+    char spec[256];      /* as formatted from getsockname() */
+    char starter[300];   /* SERVER_STARTER_PORT key */
+};
+
+/* Snapshot of the signal state at start-up, restored in every child. */
+void spawn_init(void);
+/* Starts argv[0] (resolved through PATH now) in its own process group
+ * with the listeners at fds 3.. and the protocol variables. slot/gen
+ * feed SERVER_STARTER_GENERATION. Returns the pid, or -errno with a
+ * sentence in err. */
+pid_t spawn_worker(char *const *argv, const struct listener *ls, int n, const char *notify_path,
+                   unsigned gen, char *err, size_t errlen);
+/* Runs `/bin/sh -c cmd` in its own process group with HANDOFF_PID,
+ * HANDOFF_GENERATION and HANDOFF_WORKER set. Returns the pid or -errno. */
+pid_t spawn_check(const char *cmd, pid_t worker, unsigned gen, int slot);
+/* True if name=value must not reach a worker (the supervisor's own
+ * protocol and private variables). */
+bool env_is_private(const char *kv);
+
+/* ---- notify.c ---- */
+/* Opens the abstract AF_UNIX datagram socket with SO_PASSCRED. Returns
+ * the fd (close-on-exec) and its address ("@...") in path. */
+int notify_open(char *path, size_t len);
+/* One message received on the notify socket. */
+struct notify_msg {
+    pid_t pid;           /* kernel-verified sender */
+    bool ready, stopping, reloading;
+    bool has_status;
+    char status[160];
+    uint64_t extend_usec;
+};
+/* Reads one datagram. Returns 1 with *m filled, 0 if nothing pending or
+ * the message carried no credentials, -errno on error. */
+int notify_read(int fd, struct notify_msg *m);
+/* True if pid is ancestor or one of its descendants (through /proc). */
+bool pid_descends_from(pid_t pid, pid_t ancestor);
+
+/* ---- control.c ---- */
+struct control;
+/* Binds path (0600, stale socket removed, live one refused). */
+int control_open(const char *path, struct control **out, char *err, size_t errlen);
+void control_close(struct control *c);
+int control_listen_fd(const struct control *c);
+/* Accepts and serves pending connections; fd is the one epoll reported. */
+void control_on_event(struct control *c, int fd);
+/* Registers client fds with epoll: the listen fd and each connection
+ * carry the tag given; control_on_event() sorts them out. */
+void control_set_epoll(struct control *c, int epfd, uint64_t tag_listen, uint64_t tag_conn);
+/* Earliest deadline of the control module (idle clients), or UINT64_MAX. */
+uint64_t control_deadline(const struct control *c);
+void control_on_timer(struct control *c, uint64_t now);
+/* Sends the final line to every client waiting for reload number seq. */
+void control_reload_done(struct control *c, uint64_t seq, bool ok, const char *msg);
+/* Client side: runs one command ("reload", "status", "stop"); returns the
+ * process exit code. timeout 0 = wait forever. */
+int control_client(const char *path, const char *cmd, uint64_t timeout);
+
+/* ---- supervisor.c (called by control.c) ---- */
+/* Asks for a reload; returns the sequence number the caller's answer will
+ * carry, or 0 with *why set when no reload can run (stopping). */
+uint64_t sup_request_reload(const char **why);
+/* Writes the status text (several lines, each ending in '\n'). */
+size_t sup_status(char *buf, size_t len);
+void sup_request_stop(void);
+/* `handoff run`. Returns the exit code. */
+int sup_run(struct config *cfg);
+
+#endif

@@ -140,20 +140,23 @@ HANDOFF_EXPORT int handoff_new(const handoff_options *opts, handoff_t **out);
 /* Closes every fd the handle owns (listeners, inherited fds, signalfd),
  * restores the signal mask saved by handoff_new(), kills and reaps a
  * successor that is not ready yet, and removes the pid file and unix
- * socket paths if this process is the last generation using them.
- * Accepts NULL. Always returns NULL. */
+ * socket paths if this process is the last generation using them (not
+ * after a hand-over, and not in a successor that never became ready).
+ * A successor that is ready is left running: it is the server now.
+ * Accepts NULL. Always returns NULL. Thread-safe: no. */
 HANDOFF_EXPORT handoff_t *handoff_free(handoff_t *h);
 
-/* A sentence describing the last failure reported by a call on h (or a
- * warning); "" if none. Owned by h, valid until the next call on h. */
+/* A sentence describing the last failure reported by a call on h; "" if
+ * none. Owned by h, valid until the next call on h. Thread-safe: no. */
 HANDOFF_EXPORT const char *handoff_errmsg(const handoff_t *h);
 
 /* 1 if this process was started by a previous generation through
- * handoff_upgrade() (and must call handoff_ready() to take over), else 0. */
+ * handoff_upgrade() (and must call handoff_ready() to take over), else 0.
+ * Thread-safe: yes (the value is fixed by handoff_new()). */
 HANDOFF_EXPORT int handoff_has_parent(const handoff_t *h);
 
 /* The generation number: 1 for a process started by anything else, and
- * the parent's plus one after an upgrade. */
+ * the parent's plus one after an upgrade. Thread-safe: yes. */
 HANDOFF_EXPORT unsigned handoff_generation(const handoff_t *h);
 
 /* ------------------------------------------------------------------------ */
@@ -191,7 +194,8 @@ HANDOFF_EXPORT int handoff_addr_parse(const char *spec, handoff_addr *out,
                                       char *errbuf, size_t errlen);
 
 /* Formats addr as a spec that handoff_addr_parse() reads back.
- * Returns the length written (excluding NUL), or -ENOSPC/-EINVAL. */
+ * Returns the length written (excluding NUL), or -ENOSPC/-EINVAL.
+ * Thread-safe: yes. Async-signal-safe: no. */
 HANDOFF_EXPORT int handoff_addr_format(const handoff_addr *addr, char *buf,
                                        size_t len);
 
@@ -253,8 +257,9 @@ HANDOFF_EXPORT int handoff_listen(handoff_t *h, const char *name,
 HANDOFF_EXPORT int handoff_add_fd(handoff_t *h, const char *name, int fd);
 
 /* Removes a registration made by handoff_add_fd() or handoff_listen()
- * and closes the library's fd. The caller must have stopped using a
- * listener fd first. Returns 0 or -ENOENT. Thread-safe: no. */
+ * and closes the library's fd (a unix socket path is unlinked unless a
+ * successor took it over). The caller must have stopped using a listener
+ * fd first. Returns 0 or -ENOENT. Thread-safe: no. */
 HANDOFF_EXPORT int handoff_remove(handoff_t *h, const char *name);
 
 /* Takes an inherited fd by name out of the pool. The caller then owns it
@@ -270,8 +275,10 @@ typedef struct handoff_inherited_info {
     int claimed;        /* 1 once adopted by handoff_listen/take_fd */
 } handoff_inherited_info;
 
-/* Fills up to n entries about the inherited fds. Returns how many fds were
- * inherited in total (which may exceed n). Thread-safe: no. */
+/* Fills up to n entries (out may be NULL with n 0) about the inherited
+ * fds. fd is -1 for one taken with handoff_take_fd() or closed at
+ * handoff_ready(). Returns how many fds were inherited in total (which may
+ * exceed n). Thread-safe: no. */
 HANDOFF_EXPORT int handoff_inherited(const handoff_t *h,
                                      handoff_inherited_info *out, size_t n);
 
@@ -281,7 +288,8 @@ HANDOFF_EXPORT int handoff_inherited(const handoff_t *h,
 /* The handle's event fd: an epoll fd, close-on-exec, owned by h. Watch it
  * for readability in any event loop (epoll, poll, libuv's uv_poll_t,
  * libevent's event_new), then call handoff_next_event() until it returns 0.
- * Returns the fd (always >= 0 for a valid handle). Thread-safe: yes. */
+ * Returns the fd (always >= 0 for a valid handle), -EINVAL for NULL.
+ * Thread-safe: yes. */
 HANDOFF_EXPORT int handoff_event_fd(const handoff_t *h);
 
 enum handoff_event_type {
@@ -354,7 +362,8 @@ HANDOFF_EXPORT int handoff_wait_event(handoff_t *h, handoff_event *ev,
 /* CLOCK_MONOTONIC in microseconds. Thread-safe and async-signal-safe. */
 HANDOFF_EXPORT uint64_t handoff_now_usec(void);
 
-/* A short name for an event type ("drain", ...). Never NULL. */
+/* A short name for an event type ("drain", ...). Never NULL.
+ * Thread-safe: yes. Async-signal-safe: yes. */
 HANDOFF_EXPORT const char *handoff_event_name(int type);
 
 /* ------------------------------------------------------------------------ */
@@ -362,12 +371,15 @@ HANDOFF_EXPORT const char *handoff_event_name(int type);
 
 /* Adds signo (e.g. SIGUSR1) to the signals delivered as events on the
  * event fd. The signal is blocked in the calling thread (threads created
- * later inherit that) and handled through signalfd; if several arrive
- * before they are read, HANDOFF_EVENT_SIGNAL reports the count seen.
- * SIGKILL, SIGSTOP and the signals the library handles itself are
- * refused with -EINVAL unless they already have a default action, in
- * which case the action still runs (use hooks to observe it).
- * Returns 0, -EINVAL, or -ENOTSUP with HANDOFF_NO_SIGNALS. */
+ * later inherit that; call it before starting threads) and read through
+ * the signalfd; if several arrive before they are read,
+ * HANDOFF_EVENT_SIGNAL reports the count seen. The kernel keeps only one
+ * pending instance of a standard signal, so two sent before the first is
+ * read count as one; real-time signals queue and every one counts.
+ * SIGKILL, SIGSTOP and the signals the library handles itself (the
+ * upgrade signal, SIGTERM, SIGINT: observe those with hooks) are refused
+ * with -EINVAL. Returns 0, -EINVAL, or -ENOTSUP with HANDOFF_NO_SIGNALS.
+ * Thread-safe: no. */
 HANDOFF_EXPORT int handoff_watch_signal(handoff_t *h, int signo);
 
 /* A hook run when signo is processed by handoff_next_event(), before
@@ -381,7 +393,9 @@ enum handoff_hook_when { HANDOFF_HOOK_PRE = 0, HANDOFF_HOOK_POST = 1 };
 /* Installs (or with hook == NULL removes) the pre or post hook for signo.
  * signo must be handled by the library (the upgrade signal, SIGTERM,
  * SIGINT) or watched with handoff_watch_signal(). One hook per slot.
- * Returns 0 or -EINVAL. */
+ * The hook runs on the thread calling handoff_next_event(); it may call
+ * any handoff function except handoff_free(). userdata is passed as is.
+ * Returns 0 or -EINVAL. Thread-safe: no. */
 HANDOFF_EXPORT int handoff_set_signal_hook(handoff_t *h, int signo, int when,
                                            handoff_signal_hook hook,
                                            void *userdata);
@@ -399,6 +413,10 @@ HANDOFF_EXPORT int handoff_set_signal_hook(handoff_t *h, int signo, int when,
  * handoff_ready() you get HANDOFF_EVENT_DRAIN (reason UPGRADE); if the
  * child exits, crashes or exceeds upgrade_timeout_usec, it is killed and
  * reaped and you get HANDOFF_EVENT_UPGRADE_FAILED.
+ *
+ * The child is reaped through a pidfd (Linux >= 5.3) with waitpid() on its
+ * own pid: do not reap with waitpid(-1, ...) or set SIGCHLD to SIG_IGN in
+ * a process that upgrades, or the exit status is lost.
  *
  * Returns 0 once the child is running its new binary, or:
  *  -EBUSY      an upgrade is already in progress (only one at a time);
@@ -422,9 +440,10 @@ HANDOFF_EXPORT int handoff_upgrade(handoff_t *h);
 HANDOFF_EXPORT int handoff_ready(handoff_t *h);
 
 /* Starts a graceful shutdown, as SIGTERM does: a pending upgrade is
- * cancelled, STOPPING=1 is sent, and HANDOFF_EVENT_DRAIN (reason
- * SHUTDOWN) follows. With now != 0, or if already draining, it leads to
- * HANDOFF_EVENT_STOP (reason FORCED) instead. Returns 0. */
+ * cancelled (the child is killed and reaped), STOPPING=1 is sent, and
+ * HANDOFF_EVENT_DRAIN (reason SHUTDOWN) follows. With now != 0, or if
+ * already draining, it leads to HANDOFF_EVENT_STOP (reason FORCED)
+ * instead. Returns 0, or -EINVAL for NULL. Thread-safe: no. */
 HANDOFF_EXPORT int handoff_shutdown(handoff_t *h, int now);
 
 /* ------------------------------------------------------------------------ */
@@ -454,7 +473,8 @@ HANDOFF_EXPORT int handoff_accept(handoff_t *h, int listen_fd, int nonblock);
 
 /* Sends a raw sd_notify message (e.g. "STATUS=serving 10 clients") to
  * NOTIFY_SOCKET as consumed by handoff_new(). Returns 1 if sent, 0 if
- * there is no NOTIFY_SOCKET (or HANDOFF_NO_NOTIFY), or -errno. */
+ * there is no NOTIFY_SOCKET (or HANDOFF_NO_NOTIFY), or -errno.
+ * Thread-safe: yes. */
 HANDOFF_EXPORT int handoff_notify(handoff_t *h, const char *msg);
 
 /* Writes pid to path atomically: a temporary file in the same directory,

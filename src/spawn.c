@@ -387,7 +387,11 @@ int handoff__child_reap(handoff_t *h, bool kill_first, int err, const char *why)
     ev.status = status;
     ev.elapsed_usec = handoff_now_usec() - h->child_start;
     child_forget(h);
-    describe_status(status, st, sizeof st);
+    if (w < 0)
+        (void)snprintf(st, sizeof st, "its exit status is unknown (%s: reaped elsewhere?)",
+                       strerror(errno));
+    else
+        describe_status(status, st, sizeof st);
     handoff__push_event(h, &ev, "generation %u (pid %ld) failed: %s; %s; still serving",
                         h->generation + 1, (long)pid, why ? why : "it exited before ready",
                         st);
@@ -489,13 +493,16 @@ void handoff__succ_reap(handoff_t *h)
     } while (w < 0 && errno == EINTR);
     if (w == 0)
         return;
+    if (w < 0)
+        (void)snprintf(st, sizeof st, "exited (status unknown: %s)", strerror(errno));
+    else
+        describe_status(status, st, sizeof st);
     ev.pid = h->succ_pid;
     ev.status = status;
     handoff__epoll_del(h, h->succ_pidfd);
     (void)close(h->succ_pidfd);
     h->succ_pidfd = -1;
     h->succ_pid = 0;
-    describe_status(status, st, sizeof st);
     handoff__log(h, HANDOFF_LOG_WARNING, "successor pid %ld %s while we were draining",
                  (long)ev.pid, st);
     handoff__push_event(h, &ev, "successor pid %ld %s", (long)ev.pid, st);

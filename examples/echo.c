@@ -138,13 +138,25 @@ static void udp_echo(int fd)
     }
 }
 
+/* Runs cmd and waits for it. The child must not inherit the signals that
+ * handoff_new() blocked in this process: reset its mask and dispositions. */
 static void run_command(const char *cmd)
 {
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    posix_spawnattr_t attr;
+    sigset_t none, all;
     pid_t pid;
     int st;
-    if (posix_spawn(&pid, "/bin/sh", NULL, NULL, argv, environ) == 0)
+
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (posix_spawn(&pid, "/bin/sh", NULL, &attr, argv, environ) == 0)
         (void)waitpid(pid, &st, 0);
+    posix_spawnattr_destroy(&attr);
 }
 
 /* Listener fds carry their index + 1 in data.u64 high bits to tell them

@@ -107,8 +107,8 @@ def fd_targets(pid):
 class Server:
     """An echo server started through `argv0` (a path or symlink)."""
 
-    def __init__(self, listens, extra=(), argv0=None, env=None, prefix=()):
-        self.pidfile = os.path.join(TMP, "echo-%d.pid" % random.randrange(1 << 30))
+    def __init__(self, listens, extra=(), argv0=None, env=None, prefix=(), pidfile=None):
+        self.pidfile = pidfile or os.path.join(TMP, "echo-%d.pid" % random.randrange(1 << 30))
         self.logpath = self.pidfile + ".log"
         argv = list(prefix) + [argv0 or ECHO]
         for l in listens:
@@ -367,6 +367,19 @@ def case_upgrade_failures():
         before = srv.logtext().count("upgrade-failed")
         t0 = time.monotonic()
         os.kill(serving, signal.SIGHUP)
+        if name == "hang":
+            # The successor starts with the signal state the server had
+            # before handoff_new() (nothing blocked or ignored: python
+            # restores signals for its children), not with the blocked set.
+            kid = wait_until(lambda: [c for c, st in children_of(serving) if st != "Z"], 5,
+                             "the hanging successor")[0]
+            wait_until(lambda: "sleep" in open("/proc/%d/cmdline" % kid).read(), 5, "exec sleep")
+            st = dict(l.split(":", 1) for l in open("/proc/%d/status" % kid).read().splitlines()
+                      if l.startswith("Sig"))
+            log("  hanging successor %d: SigBlk %s SigIgn %s" % (kid, st["SigBlk"].strip(),
+                                                                st["SigIgn"].strip()))
+            if int(st["SigBlk"], 16) != 0 or int(st["SigIgn"], 16) != 0:
+                fail("successor inherited a blocked/ignored signal set: %s" % st)
         wait_until(lambda: srv.logtext().count("upgrade-failed") > before, 10,
                    "upgrade failure report for %s" % name)
         text = srv.logtext()
@@ -417,7 +430,8 @@ def case_grandchild():
     notify = os.path.join(TMP, "notify.sock")
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind(notify)
-    cmd = "ls -l /proc/$$/fd > %s.fd; env > %s.env" % (out, out)
+    cmd = "ls -l /proc/$$/fd > %s.fd; grep ^Sig /proc/self/status > %s.sig; env > %s.env" % (
+        out, out, out)
     srv = Server(["127.0.0.1:%d" % port, "udp://127.0.0.1:%d" % port],
                  extra=["--exec-on-usr1", cmd], env={"NOTIFY_SOCKET": notify})
     srv.wait_ready()
@@ -434,6 +448,9 @@ def case_grandchild():
                   if l.split("=", 1)[0] in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
                                             "NOTIFY_SOCKET")
                   or l.startswith("HANDOFF_")]
+    sig = dict(l.split(":", 1) for l in open(out + ".sig").read().splitlines())
+    if int(sig["SigBlk"].strip(), 16) != 0:
+        fail("the grandchild starts with signals blocked: %s" % sig)
     log("  grandchild of generation 2: %d fds, leaked fds %s, leaked env %s"
         % (len(fds.splitlines()) - 1, leaked_fds, leaked_env))
     if leaked_fds or leaked_env:
@@ -586,7 +603,43 @@ def case_unix_and_udp():
     log("  unix socket path kept across 5 restarts and removed at shutdown")
 
 
+def case_add_drop_listeners():
+    """A new version may add and drop listeners: the dropped unix socket is
+    closed and its path unlinked once the new generation is ready."""
+    pa, pc = free_port(), free_port()
+    path = os.path.join(TMP, "dropped.sock")
+    conf = os.path.join(TMP, "args")
+    pidfile = os.path.join(TMP, "server.pid")
+    with open(conf, "w") as f:
+        f.write("--listen 127.0.0.1:%d --listen unix:%s --pid-file %s" % (pa, path, pidfile))
+    script = os.path.join(TMP, "server")
+    # The script is what gets re-executed (exec -a keeps it as argv[0]); it
+    # reads its arguments from a file each time, as a deploy's config would.
+    with open(script, "w") as f:
+        f.write('#!/bin/bash\nexec -a "$0" %s $(cat %s)\n' % (ECHO, conf))
+    os.chmod(script, 0o755)
+    srv = Server([], argv0=script, pidfile=pidfile)
+    g1 = srv.wait_ready()
+    load = Load(socket.AF_INET, ("127.0.0.1", pa)).start()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    s.close()
+    with open(conf, "w") as f:
+        f.write("--listen 127.0.0.1:%d --listen 127.0.0.1:%d --pid-file %s" % (pa, pc, pidfile))
+    _, g2 = srv.restart()
+    echo_once(pc)
+    wait_until(lambda: not os.path.exists(path), 5, "the dropped unix socket path to be unlinked")
+    check_load(load, 20)
+    srv.settle()
+    time.sleep(0.1)
+    socks = [t for t in fd_targets(g2).values() if t.startswith("socket:")]
+    log("  generation 2 serves A and the new C; dropped unix path removed; %d sockets" % len(socks))
+    if len(socks) != 2:
+        fail("generation 2 holds %d sockets, want 2: %s" % (len(socks), fd_targets(g2)))
+
+
 CASES = {
+    "add-drop-listeners": case_add_drop_listeners,
     "restart-100": case_restart_100,
     "fd-leak": case_fd_leak,
     "upgrade-failures": case_upgrade_failures,

@@ -238,7 +238,10 @@ void handoff__close_unclaimed(handoff_t *h)
 
         if (e->claimed || e->fd < 0)
             continue;
-        if (getsockname(e->fd, (struct sockaddr *)&sun, &len) == 0 && sun.sun_family == AF_UNIX &&
+        /* Only a handoff chain owns the paths it inherits; a socket from
+         * systemd or a supervisor keeps its file (see handoff__regs_free). */
+        if (h->generation > 1 &&
+            getsockname(e->fd, (struct sockaddr *)&sun, &len) == 0 && sun.sun_family == AF_UNIX &&
             len > offsetof(struct sockaddr_un, sun_path) && sun.sun_path[0] != '\0' &&
             getsockopt(e->fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) == 0 && acc) {
             char path[sizeof sun.sun_path + 1];

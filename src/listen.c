@@ -393,7 +393,7 @@ int handoff_remove(handoff_t *h, const char *name)
     if (!reg)
         return handoff__fail(h, -ENOENT, "remove: no fd named \"%s\"", name);
     (void)close(reg->fd);
-    if (reg->unix_path && !h->handed_over)
+    if (reg->unix_path && !h->handed_over && (!reg->inherited || h->generation > 1))
         (void)unlink(reg->unix_path);
     free(reg->name);
     free(reg->unix_path);
@@ -431,12 +431,15 @@ int handoff_inherited(const handoff_t *h, handoff_inherited_info *out, size_t n)
 }
 
 /* Closes every registered fd. unlink_paths: this is the last generation
- * using them (a shutdown, not a hand-over), so remove unix socket files. */
+ * using them (a shutdown, not a hand-over), so remove unix socket files.
+ * A socket a first generation inherited belongs to whoever passed it
+ * (systemd, a supervisor running generations side by side): its path is
+ * left alone. Only a chain of handoff generations owns what it inherits. */
 void handoff__regs_free(handoff_t *h, bool unlink_paths)
 {
     for (size_t i = 0; i < h->nregs; i++) {
         struct hf_reg *r = &h->regs[i];
-        if (unlink_paths && r->unix_path)
+        if (unlink_paths && r->unix_path && (!r->inherited || h->generation > 1))
             (void)unlink(r->unix_path);
         if (r->fd >= 0)
             (void)close(r->fd);

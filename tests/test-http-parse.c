@@ -294,6 +294,10 @@ static void test_connection(void **state)
     assert_true(parse("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n", &req,
                       h) > 0);
     assert_int_equal(req.upgrade, 0);
+    assert_true(parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n"
+                      "Upgrade:\r\n\r\n",
+                      &req, h) > 0);
+    assert_int_equal(req.upgrade, 0);
     /* A token that merely contains "close" is not "close". */
     assert_true(parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n",
                       &req, h) > 0);
@@ -417,6 +421,8 @@ static void test_bad_request_line(void **state)
         {"GET / HTTP/1.\r\nHost: a\r\n\r\n", BAD},
         {"GET / HTTP/1.10\r\nHost: a\r\n\r\n", BAD},
         {"GET / HTTP/11\r\nHost: a\r\n\r\n", BAD},
+        {"GET / HTTP/x.1\r\nHost: a\r\n\r\n", BAD},
+        {"GET / HTTP/\r\nHost: a\r\n\r\n", BAD},
         {"GET / HTTP/1.1\r\n", HH_INCOMPLETE},
         {"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", BAD}, /* TLS */
     };
@@ -609,6 +615,10 @@ static void test_limits(void **state)
                      HH_ERR_HEADERS_TOO_LARGE);
     assert_int_equal(parse_lim(three, strlen(three), &req, h, 0, NULL),
                      HH_ERR_HEADERS_TOO_LARGE);
+    /* Huge limits are clamped, not trusted. */
+    hh_limits huge = {SIZE_MAX, SIZE_MAX};
+    assert_int_equal(parse_lim(three, strlen(three), &req, h, 3, &huge),
+                     (int)strlen(three));
     const char *none = "GET / HTTP/1.0\r\n\r\n";
     assert_int_equal(parse_lim(none, strlen(none), &req, NULL, 0, NULL),
                      (int)strlen(none));

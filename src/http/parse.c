@@ -310,7 +310,7 @@ static int analyse_headers(hh_request *req)
             }
             break;
         case 7:
-            if (IEQ(h->name, "upgrade"))
+            if (IEQ(h->name, "upgrade") && h->value.len)
                 have_upgrade = 1;
             break;
         case 10:

@@ -1,0 +1,393 @@
+/*
+ * it-http-server - the server driven by it-http.py: one endpoint per
+ * feature of libhandoff-http, every option on the command line.
+ *
+ *   /                "Hello, World!"
+ *   /echo            the request body back (X-Body-Length, X-Method)
+ *   /info            method, path, query, version, tls, keep-alive, peer
+ *   /header?NAME     the value of request header NAME (404 if absent)
+ *   /headers         every request header, one "name: value" per line
+ *   /stream?N        N chunks written from the handler
+ *   /stream-thread?N N chunks written from another thread, 50 ms apart
+ *   /thread?MS       answered from another thread after MS ms
+ *   /defer?MS        answered from a worker timer after MS ms
+ *   /slow            /defer?2000
+ *   /close           adds "Connection: close"
+ *   /status?N        status N
+ *   /big?N           N bytes of 'x'
+ *   /ws              with Connection: upgrade, hijacks the connection and
+ *                    echoes bytes after a 101 (closed on drain)
+ *   /block?MS        sleeps MS ms in the handler, blocking its worker (what
+ *                    a handler must never do; the drain tests need it)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <handoff/http.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_LISTEN 8
+#define MAX_WS 64
+
+static pthread_mutex_t ws_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ws_fds[MAX_WS];
+static int ws_n;
+
+static int eq(handoff_http_str s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && memcmp(s.p, lit, n) == 0;
+}
+
+static long qnum(const handoff_http_request *req, long dflt)
+{
+    if (!req->query.len || req->query.len > 19)
+        return dflt;
+    char buf[20];
+    memcpy(buf, req->query.p, req->query.len);
+    buf[req->query.len] = 0;
+    return strtol(buf, NULL, 10);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+static void text(handoff_http_response *res, int status, const char *s)
+{
+    (void)handoff_http_response_send(res, status, "text/plain", s, strlen(s));
+}
+
+struct job {
+    handoff_http_response *res;
+    long n;
+};
+
+static void *thread_answer(void *arg)
+{
+    struct job *j = arg;
+    sleep_ms(j->n);
+    text(j->res, 200, "thread done\n");
+    free(j);
+    return NULL;
+}
+
+static void *thread_stream(void *arg)
+{
+    struct job *j = arg;
+    for (long i = 0; i < j->n; i++) {
+        char line[32];
+        int len = snprintf(line, sizeof line, "chunk %ld\n", i);
+        (void)handoff_http_response_write(j->res, line, (size_t)len);
+        sleep_ms(50);
+    }
+    (void)handoff_http_response_end(j->res);
+    free(j);
+    return NULL;
+}
+
+static void spawn(void *(*fn)(void *), handoff_http_response *res, long n)
+{
+    struct job *j = malloc(sizeof *j);
+    pthread_t t;
+    if (!j) {
+        text(res, 500, "oom\n");
+        return;
+    }
+    j->res = res;
+    j->n = n;
+    if (pthread_create(&t, NULL, fn, j) != 0) {
+        free(j);
+        text(res, 500, "no thread\n");
+        return;
+    }
+    pthread_detach(t);
+}
+
+static void deferred(handoff_http_response *res, void *arg)
+{
+    (void)arg;
+    text(res, 200, "deferred\n");
+}
+
+struct ws {
+    handoff_http_server *srv;
+    handoff_http_hijack hj;
+};
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static void *ws_thread(void *arg)
+{
+    struct ws *ws = arg;
+    int fd = ws->hj.fd;
+    static const char hello[] =
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n";
+    /* The socket comes non-blocking; this simple echo blocks (10 s at
+     * most per read). */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        (void)fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    struct timeval tv = {.tv_sec = 10};
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int ok = write_all(fd, hello, sizeof hello - 1) == 0 &&
+             (ws->hj.buffered_len == 0 ||
+              write_all(fd, ws->hj.buffered, ws->hj.buffered_len) == 0);
+    char buf[4096];
+    while (ok) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || write_all(fd, buf, (size_t)n) < 0)
+            break;
+    }
+    pthread_mutex_lock(&ws_mu);
+    for (int i = 0; i < ws_n; i++)
+        if (ws_fds[i] == fd) {
+            ws_fds[i] = ws_fds[--ws_n];
+            break;
+        }
+    pthread_mutex_unlock(&ws_mu);
+    (void)close(fd);
+    handoff_http_hijack_end(ws->srv);
+    free(ws->hj.buffered);
+    free(ws);
+    return NULL;
+}
+
+static void on_drain(handoff_http_server *srv, void *userdata)
+{
+    (void)srv;
+    (void)userdata;
+    pthread_mutex_lock(&ws_mu);
+    for (int i = 0; i < ws_n; i++)
+        (void)shutdown(ws_fds[i], SHUT_RDWR);
+    pthread_mutex_unlock(&ws_mu);
+}
+
+static void ws_start(const handoff_http_request *req, handoff_http_response *res)
+{
+    if (!req->upgrade) {
+        text(res, 426, "upgrade required\n");
+        return;
+    }
+    struct ws *ws = calloc(1, sizeof *ws);
+    if (!ws) {
+        text(res, 500, "oom\n");
+        return;
+    }
+    ws->srv = handoff_http_response_server(res);
+    int r = handoff_http_response_hijack(res, &ws->hj);
+    if (r < 0) {
+        free(ws);
+        char msg[64];
+        snprintf(msg, sizeof msg, "hijack failed: %s\n", strerror(-r));
+        text(res, 500, msg);
+        return;
+    }
+    pthread_mutex_lock(&ws_mu);
+    if (ws_n < MAX_WS)
+        ws_fds[ws_n++] = ws->hj.fd;
+    pthread_mutex_unlock(&ws_mu);
+    pthread_t t;
+    if (pthread_create(&t, NULL, ws_thread, ws) != 0) {
+        (void)close(ws->hj.fd);
+        handoff_http_hijack_end(ws->srv);
+        free(ws->hj.buffered);
+        free(ws);
+        return;
+    }
+    pthread_detach(t);
+}
+
+static void info(const handoff_http_request *req, handoff_http_response *res)
+{
+    char peer[INET6_ADDRSTRLEN] = "?";
+    if (req->peer->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)req->peer)->sin_addr,
+                  peer, sizeof peer);
+    else if (req->peer->sa_family == AF_INET6)
+        inet_ntop(AF_INET6,
+                  &((const struct sockaddr_in6 *)(const void *)req->peer)->sin6_addr, peer,
+                  sizeof peer);
+    char out[1024];
+    int n = snprintf(out, sizeof out,
+                     "method=%.*s\npath=%.*s\nquery=%.*s\ntarget=%.*s\nversion=1.%d\n"
+                     "tls=%d\nkeepalive=%d\npeer=%s\npid=%ld\n",
+                     (int)req->method.len, req->method.p, (int)req->path.len, req->path.p,
+                     (int)req->query.len, req->query.p, (int)req->target.len,
+                     req->target.p, req->minor_version, req->tls, req->keep_alive, peer,
+                     (long)getpid());
+    (void)handoff_http_response_send(res, 200, "text/plain", out, (size_t)n);
+}
+
+static void handle(const handoff_http_request *req, handoff_http_response *res, void *ud)
+{
+    (void)ud;
+    handoff_http_str p = req->path;
+    if (eq(p, "/")) {
+        text(res, 200, "Hello, World!");
+    } else if (eq(p, "/echo")) {
+        char len[32];
+        snprintf(len, sizeof len, "%zu", req->body_len);
+        char method[32];
+        snprintf(method, sizeof method, "%.*s", (int)req->method.len, req->method.p);
+        (void)handoff_http_response_header(res, "X-Body-Length", len);
+        (void)handoff_http_response_header(res, "X-Method", method);
+        (void)handoff_http_response_send(res, 200, "application/octet-stream", req->body,
+                                         req->body_len);
+    } else if (eq(p, "/info")) {
+        info(req, res);
+    } else if (eq(p, "/header")) {
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)req->query.len, req->query.p);
+        size_t len = 0;
+        const char *v = handoff_http_request_header(req, name, &len);
+        if (v)
+            (void)handoff_http_response_send(res, 200, "text/plain", v, len);
+        else
+            text(res, 404, "no such header\n");
+    } else if (eq(p, "/headers")) {
+        handoff_http_str n, v;
+        for (size_t i = 0; handoff_http_request_header_at(req, i, &n, &v); i++) {
+            (void)handoff_http_response_body(res, n.p, n.len);
+            (void)handoff_http_response_body(res, ": ", 2);
+            (void)handoff_http_response_body(res, v.p, v.len);
+            (void)handoff_http_response_body(res, "\n", 1);
+        }
+        (void)handoff_http_response_end(res);
+    } else if (eq(p, "/stream")) {
+        long n = qnum(req, 3);
+        (void)handoff_http_response_header(res, "Content-Type", "text/plain");
+        for (long i = 0; i < n; i++) {
+            char line[32];
+            int len = snprintf(line, sizeof line, "chunk %ld\n", i);
+            (void)handoff_http_response_write(res, line, (size_t)len);
+        }
+        (void)handoff_http_response_end(res);
+    } else if (eq(p, "/stream-thread")) {
+        (void)handoff_http_response_header(res, "Content-Type", "text/plain");
+        spawn(thread_stream, res, qnum(req, 3));
+    } else if (eq(p, "/thread")) {
+        spawn(thread_answer, res, qnum(req, 100));
+    } else if (eq(p, "/defer") || eq(p, "/slow")) {
+        long ms = eq(p, "/slow") ? 2000 : qnum(req, 100);
+        if (handoff_http_response_defer(res, (uint64_t)ms * 1000, deferred, NULL) < 0)
+            text(res, 500, "defer failed\n");
+    } else if (eq(p, "/close")) {
+        (void)handoff_http_response_header(res, "Connection", "close");
+        text(res, 200, "closing\n");
+    } else if (eq(p, "/status")) {
+        char msg[32];
+        long st = qnum(req, 200);
+        snprintf(msg, sizeof msg, "status %ld\n", st);
+        if (handoff_http_response_status(res, (int)st) < 0)
+            text(res, 500, "bad status\n");
+        else
+            text(res, (int)st, msg);
+    } else if (eq(p, "/big")) {
+        long n = qnum(req, 1 << 20);
+        char *b = malloc(n > 0 ? (size_t)n : 1);
+        if (!b) {
+            text(res, 500, "oom\n");
+            return;
+        }
+        memset(b, 'x', n > 0 ? (size_t)n : 0);
+        (void)handoff_http_response_send(res, 200, "application/octet-stream", b,
+                                         n > 0 ? (size_t)n : 0);
+        free(b);
+    } else if (eq(p, "/block")) {
+        sleep_ms(qnum(req, 100));
+        text(res, 200, "unblocked\n");
+    } else if (eq(p, "/ws")) {
+        ws_start(req, res);
+    } else {
+        text(res, 404, "Not Found\n");
+    }
+}
+
+static uint64_t num(const char *s)
+{
+    return strtoull(s, NULL, 10);
+}
+
+int main(int argc, char **argv)
+{
+    handoff_http_listen_spec ls[MAX_LISTEN];
+    size_t nls = 0;
+    const char *cert = NULL, *key = NULL;
+    handoff_options core = HANDOFF_OPTIONS_INIT;
+    handoff_http_options o = HANDOFF_HTTP_OPTIONS_INIT;
+    o.handler = handle;
+    o.on_drain = on_drain;
+    o.health_path = "/healthz";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--listen") && nls < MAX_LISTEN)
+            ls[nls++] = (handoff_http_listen_spec){.addr = v};
+        else if (!strcmp(a, "--tls-cert"))
+            cert = v;
+        else if (!strcmp(a, "--tls-key"))
+            key = v;
+        else if (!strcmp(a, "--pid-file"))
+            core.pid_file = v;
+        else if (!strcmp(a, "--threads"))
+            o.threads = (unsigned)num(v);
+        else if (!strcmp(a, "--max-body"))
+            o.max_body_bytes = num(v);
+        else if (!strcmp(a, "--max-header"))
+            o.max_header_bytes = (size_t)num(v);
+        else if (!strcmp(a, "--max-keepalive"))
+            o.max_keepalive_requests = (unsigned)num(v);
+        else if (!strcmp(a, "--read-timeout-ms"))
+            o.read_timeout_usec = num(v) * 1000;
+        else if (!strcmp(a, "--write-timeout-ms"))
+            o.write_timeout_usec = num(v) * 1000;
+        else if (!strcmp(a, "--idle-timeout-ms"))
+            o.idle_timeout_usec = num(v) * 1000;
+        else if (!strcmp(a, "--tls-timeout-ms"))
+            o.tls_handshake_timeout_usec = num(v) * 1000;
+        else if (!strcmp(a, "--lame-duck-ms"))
+            o.lame_duck_usec = num(v) * 1000;
+        else if (!strcmp(a, "--drain-timeout-ms"))
+            o.hammer_timeout_usec = num(v) * 1000;
+        else {
+            fprintf(stderr, "it-http-server: bad option %s\n", a);
+            return 100;
+        }
+    }
+    for (size_t i = 0; i < nls; i++) {
+        ls[i].tls_cert_file = cert;
+        ls[i].tls_key_file = key;
+    }
+    o.listen = ls;
+    o.num_listen = nls;
+    char err[512];
+    int r = handoff_http_serve(&core, &o, 1, err, sizeof err);
+    if (r < 0)
+        fprintf(stderr, "it-http-server: %s (%s)\n", err, strerror(-r));
+    return r == 0 ? 0 : 1;
+}

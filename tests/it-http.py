@@ -1,0 +1,1010 @@
+#!/usr/bin/env python3
+"""End-to-end tests of libhandoff-http.
+
+Each case starts a real server on 127.0.0.1 (tests/it-http-server.c, or
+examples/hello), talks raw HTTP/1.1 to it over sockets (byte-exact where it
+matters), sends it signals, and asserts on what clients saw. Usage:
+
+    it-http.py --server PATH --hello PATH CASE
+
+Every wait is bounded; every process started is killed at the end.
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SERVER = None
+HELLO = None
+TMP = None
+PROCS = []
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def fail(msg):
+    raise AssertionError(msg)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_until(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.01)
+    fail("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read().rsplit(")", 1)[1].split()[0]
+        return st not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+class Server:
+    """A server process with a pid file, on a free port of 127.0.0.1."""
+
+    def __init__(self, extra=(), binary=None, port=None, tls=None):
+        self.port = port or free_port()
+        self.pidfile = os.path.join(TMP, "srv-%d.pid" % self.port)
+        self.logpath = os.path.join(TMP, "srv-%d.log" % self.port)
+        argv = [binary or SERVER, "--listen", "127.0.0.1:%d" % self.port,
+                "--pid-file", self.pidfile]
+        if tls:
+            argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        argv += list(extra)
+        self.log = open(self.logpath, "ab")
+        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log)
+        PROCS.append(self.p)
+        wait_until(lambda: read_pid(self.pidfile) == self.p.pid and port_open(self.port),
+                   20, "server ready")
+
+    def pid(self):
+        return read_pid(self.pidfile)
+
+    def signal(self, sig):
+        os.kill(self.pid(), sig)
+
+    def wait_exit(self, timeout):
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            fail("server %d did not exit within %.1fs" % (self.p.pid, timeout))
+
+    def logtext(self):
+        with open(self.logpath, "rb") as f:
+            return f.read().decode(errors="replace")
+
+
+class Conn:
+    """A client connection with a byte-exact HTTP/1.1 response reader."""
+
+    def __init__(self, port, tls=False, timeout=5.0, alpn=None):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            if alpn:
+                ctx.set_alpn_protocols(alpn)
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+        self.s = s
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.s.sendall(data)
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+    def _fill(self):
+        if self.eof:
+            return False
+        try:
+            d = self.s.recv(65536)
+        except ConnectionResetError:
+            d = b""
+        if not d:
+            self.eof = True
+            return False
+        self.buf += d
+        return True
+
+    def read_until(self, delim):
+        while delim not in self.buf:
+            if not self._fill():
+                fail("connection closed while waiting for %r (have %r)" % (delim, self.buf[:200]))
+        i = self.buf.index(delim) + len(delim)
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def read_n(self, n):
+        while len(self.buf) < n:
+            if not self._fill():
+                fail("connection closed after %d of %d bytes" % (len(self.buf), n))
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_to_eof(self):
+        while self._fill():
+            pass
+        out, self.buf = self.buf, b""
+        return out
+
+    def response(self, head=False, allow_1xx=False):
+        """Returns (status, headers {lower: value}, body, raw head)."""
+        raw = self.read_until(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        m = re.match(r"HTTP/1\.1 (\d{3}) ", lines[0] + " ")
+        check(m, "bad status line %r" % lines[0])
+        status = int(m.group(1))
+        hdrs = {}
+        for ln in lines[1:]:
+            if ln:
+                k, v = ln.split(":", 1)
+                check(k.lower() not in hdrs, "duplicate header %s in %r" % (k, raw))
+                hdrs[k.lower()] = v.strip()
+        if 100 <= status < 200 and not allow_1xx:
+            fail("unexpected interim response %r" % raw)
+        if head or status in (204, 304) or 100 <= status < 200:
+            return status, hdrs, b"", raw
+        if hdrs.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                line = self.read_until(b"\r\n")
+                size = int(line.split(b";")[0], 16)
+                if size == 0:
+                    self.read_until(b"\r\n")
+                    break
+                body += self.read_n(size)
+                check(self.read_n(2) == b"\r\n", "chunk not followed by CRLF")
+            return status, hdrs, body, raw
+        if "content-length" in hdrs:
+            return status, hdrs, self.read_n(int(hdrs["content-length"])), raw
+        return status, hdrs, self.read_to_eof(), raw
+
+    def closed_within(self, timeout):
+        """True if the server closes the connection (EOF or reset) in time;
+        data that arrives meanwhile is kept in the buffer."""
+        self.s.settimeout(timeout)
+        end = time.monotonic() + timeout
+        try:
+            while time.monotonic() < end:
+                if not self._fill():
+                    return True
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+        return False
+
+
+def req(path="/", method="GET", headers=(), body=None, version="1.1", host=True):
+    lines = ["%s %s HTTP/%s" % (method, path, version)]
+    if host:
+        lines.append("Host: localhost")
+    lines += list(headers)
+    if body is not None and not any(h.lower().startswith(("content-length", "transfer-encoding"))
+                                    for h in headers):
+        lines.append("Content-Length: %d" % len(body))
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    if body is not None:
+        data += body if isinstance(body, bytes) else body.encode()
+    return data
+
+
+def get(port, path="/", tls=False, **kw):
+    c = Conn(port, tls=tls)
+    try:
+        c.send(req(path, headers=["Connection: close"], **kw))
+        return c.response()
+    finally:
+        c.close()
+
+
+def expect_error(port, data, status, pause=None):
+    c = Conn(port)
+    c.send(data)
+    st, h, body, raw = c.response()
+    check(st == status, "expected %d, got %d for %r" % (status, st, data[:80]))
+    check(h.get("connection") == "close", "error %d without Connection: close" % status)
+    check(c.closed_within(3), "connection not closed after %d" % status)
+    c.close()
+
+
+# --------------------------------------------------------------------------
+# Cases
+
+
+def case_basic():
+    srv = Server(["--threads", "2"])
+    c = Conn(srv.port)
+    c.send(req("/"))
+    st, h, body, raw = c.response()
+    check(st == 200 and body == b"Hello, World!", "GET / -> %d %r" % (st, body))
+    check(h["content-length"] == "13" and h["content-type"] == "text/plain", repr(h))
+    check(re.match(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct"
+                   r"|Nov|Dec) \d{4} \d\d:\d\d:\d\d GMT$", h["date"]), "bad Date %r" % h["date"])
+    when = time.mktime(time.strptime(h["date"], "%a, %d %b %Y %H:%M:%S GMT")) - time.timezone
+    check(abs(when - time.time()) < 3, "Date is off: %s" % h["date"])
+    # HEAD: same headers, no body; the connection stays usable.
+    c.send(req("/", method="HEAD"))
+    st, h, body, raw = c.response(head=True)
+    check(st == 200 and h["content-length"] == "13", "HEAD -> %d %r" % (st, h))
+    c.send(req("/info?a=1&b=%20x", method="DELETE"))
+    st, h, body, _ = c.response()
+    text = body.decode()
+    check(st == 200 and "method=DELETE\n" in text and "path=/info\n" in text
+          and "query=a=1&b=%20x\n" in text and "tls=0" in text and "peer=127.0.0.1" in text,
+          "info: %r" % text)
+    check(not c.buf, "stray bytes after HEAD: %r" % c.buf)
+    # Header lookup is case-insensitive; all headers are listed in order.
+    c.send(req("/header?x-test", headers=["X-TEST: Some Value"]))
+    st, h, body, _ = c.response()
+    check(st == 200 and body == b"Some Value", "header lookup: %d %r" % (st, body))
+    c.send(req("/headers", headers=["A: 1", "b: 2"]))
+    st, h, body, _ = c.response()
+    check(body == b"Host: localhost\nA: 1\nb: 2\n", "headers: %r" % body)
+    # 204: no body, no Content-Length.
+    c.send(req("/status?204"))
+    st, h, body, _ = c.response()
+    check(st == 204 and "content-length" not in h and body == b"", "204: %r" % h)
+    c.send(req("/nope"))
+    st, h, body, _ = c.response()
+    check(st == 404, "404: %d" % st)
+    # A Content-Length body.
+    c.send(req("/echo", method="POST", body=b"hello body"))
+    st, h, body, _ = c.response()
+    check(st == 200 and body == b"hello body" and h["x-body-length"] == "10"
+          and h["x-method"] == "POST", "echo: %r %r" % (h, body))
+    # The built-in health path.
+    c.send(req("/healthz"))
+    st, h, body, _ = c.response()
+    check(st == 200 and body == b"OK\n", "healthz: %d %r" % (st, body))
+    c.close()
+    # HTTP/1.0: closes unless keep-alive was asked for.
+    c = Conn(srv.port)
+    c.send(req("/", version="1.0", host=False))
+    st, h, body, _ = c.response()
+    check(st == 200 and body == b"Hello, World!" and h.get("connection") == "close", repr(h))
+    check(c.closed_within(2), "HTTP/1.0 connection not closed")
+    c.close()
+    c = Conn(srv.port)
+    c.send(req("/", version="1.0", host=False, headers=["Connection: keep-alive"]))
+    st, h, body, _ = c.response()
+    check(h.get("connection") == "keep-alive", "1.0 keep-alive: %r" % h)
+    c.send(req("/", version="1.0", host=False))
+    st, h, body, _ = c.response()
+    check(st == 200 and h.get("connection") == "close", "1.0 second: %r" % h)
+    c.close()
+    # Absolute-form target.
+    c = Conn(srv.port)
+    c.send(b"GET http://localhost/info?q HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    st, h, body, _ = c.response()
+    check(b"path=/info\n" in body and b"query=q\n" in body, "absolute-form: %r" % body)
+    c.close()
+
+
+def case_keepalive():
+    srv = Server(["--threads", "1", "--max-keepalive", "5"])
+    c = Conn(srv.port)
+    for i in range(4):
+        c.send(req("/"))
+        st, h, body, _ = c.response()
+        check(st == 200 and "connection" not in h, "request %d: %r" % (i, h))
+    c.send(req("/"))
+    st, h, body, _ = c.response()
+    check(h.get("connection") == "close", "5th request of 5 without close: %r" % h)
+    check(c.closed_within(3), "not closed after the keep-alive limit")
+    c.close()
+    # The handler asks to close.
+    c = Conn(srv.port)
+    c.send(req("/close"))
+    st, h, body, _ = c.response()
+    check(h.get("connection") == "close" and body == b"closing\n", repr(h))
+    check(c.closed_within(3), "not closed after handler's Connection: close")
+    c.close()
+    # The client asks to close.
+    c = Conn(srv.port)
+    c.send(req("/", headers=["Connection: close"]))
+    st, h, body, _ = c.response()
+    check(h.get("connection") == "close", repr(h))
+    check(c.closed_within(3), "not closed after client's Connection: close")
+    c.close()
+    # Many requests on one connection, split at awkward places.
+    srv2 = Server(["--threads", "1"])
+    c = Conn(srv2.port)
+    data = req("/echo", method="PUT", body=b"x" * 1000)
+    for i in range(200):
+        cut = (i * 37) % len(data)
+        c.send(data[:cut])
+        if i % 20 == 0:
+            time.sleep(0.01)
+        c.send(data[cut:])
+        st, h, body, _ = c.response()
+        check(st == 200 and body == b"x" * 1000, "request %d failed" % i)
+    c.close()
+
+
+def case_pipelining():
+    srv = Server(["--threads", "1"])
+    c = Conn(srv.port)
+    c.send(req("/thread?300") + req("/") + req("/defer?100") + req("/info?last")
+           + req("/echo", method="POST", body="pipelined body") + req("/", method="HEAD")
+           + req("/stream?2"))
+    bodies = []
+    for head in (False, False, False, False, False, True, False):
+        st, h, body, _ = c.response(head=head)
+        check(st == 200, "pipelined status %d" % st)
+        bodies.append(body)
+    check(bodies[0] == b"thread done\n" and bodies[1] == b"Hello, World!"
+          and bodies[2] == b"deferred\n" and b"query=last" in bodies[3]
+          and bodies[4] == b"pipelined body" and bodies[5] == b""
+          and bodies[6] == b"chunk 0\nchunk 1\n", "out of order: %r" % bodies)
+    # A deep pipeline in one write.
+    c.send(req("/") * 100)
+    for i in range(100):
+        st, h, body, _ = c.response()
+        check(st == 200 and body == b"Hello, World!", "pipeline %d" % i)
+    check(not c.buf, "stray bytes")
+    # A pipelined request after Connection: close is not answered.
+    c.send(req("/", headers=["Connection: close"]) + req("/info"))
+    st, h, body, _ = c.response()
+    check(h.get("connection") == "close", repr(h))
+    rest = c.read_to_eof()
+    check(rest == b"", "answered after close: %r" % rest)
+    c.close()
+
+
+def chunked(parts, ext=False, trailer=b""):
+    out = b""
+    for p in parts:
+        out += b"%x%s\r\n%s\r\n" % (len(p), b";name=val" if ext else b"", p)
+    return out + b"0\r\n" + trailer + b"\r\n"
+
+
+def case_chunked_request():
+    srv = Server(["--threads", "2", "--max-body", "100000"])
+    c = Conn(srv.port)
+    parts = [b"hello ", b"chunked ", b"x" * 5000, b" world"]
+    body = chunked(parts, ext=True, trailer=b"X-Trailer: yes\r\n")
+    c.send(req("/echo", method="POST", headers=["Transfer-Encoding: chunked"]))
+    for i in range(0, len(body), 7):  # dribble it in
+        c.send(body[i:i + 7])
+        if i % 700 == 0:
+            time.sleep(0.002)
+    st, h, got, _ = c.response()
+    check(st == 200 and got == b"".join(parts), "chunked echo: %d %r" % (st, got[:60]))
+    check(h["x-body-length"] == str(len(b"".join(parts))), repr(h))
+    # Keep-alive continues after a chunked body, and pipelining with it.
+    c.send(req("/echo", method="POST", headers=["Transfer-Encoding: chunked"])
+           + chunked([b"a", b"b"]) + req("/"))
+    st, h, got, _ = c.response()
+    check(got == b"ab", "second chunked: %r" % got)
+    st, h, got, _ = c.response()
+    check(got == b"Hello, World!", "after chunked: %r" % got)
+    # An empty chunked body.
+    c.send(req("/echo", method="POST", headers=["Transfer-Encoding: chunked"]) + b"0\r\n\r\n")
+    st, h, got, _ = c.response()
+    check(st == 200 and got == b"" and h["x-body-length"] == "0", repr(h))
+    c.close()
+    # A large body that makes the buffer grow (and move) while reading.
+    c = Conn(srv.port)
+    big = [os.urandom(4096) for _ in range(20)]
+    c.send(req("/echo", method="POST", headers=["Transfer-Encoding: chunked"]) + chunked(big))
+    st, h, got, _ = c.response()
+    check(got == b"".join(big), "large chunked body differs")
+    c.send(req("/echo", method="POST", body=b"y" * 90000))
+    st, h, got, _ = c.response()
+    check(got == b"y" * 90000, "large CL body differs")
+    c.close()
+    # Too large: 413 and close.
+    expect_error(srv.port, req("/echo", method="POST", headers=["Transfer-Encoding: chunked"])
+                 + chunked([b"z" * 60000, b"z" * 60000]), 413)
+    # Malformed chunk size: 400.
+    expect_error(srv.port, req("/echo", method="POST", headers=["Transfer-Encoding: chunked"])
+                 + b"zz\r\nhello\r\n0\r\n\r\n", 400)
+
+
+def case_chunked_response():
+    srv = Server(["--threads", "2"])
+    c = Conn(srv.port)
+    c.send(req("/stream?5"))
+    st, h, body, raw = c.response()
+    check(h.get("transfer-encoding") == "chunked" and "content-length" not in h, repr(h))
+    check(body == b"".join(b"chunk %d\n" % i for i in range(5)), "stream body %r" % body)
+    # Streamed from another thread, chunk by chunk.
+    t0 = time.monotonic()
+    c.send(req("/stream-thread?4"))
+    st, h, body, raw = c.response()
+    dt = time.monotonic() - t0
+    check(body == b"".join(b"chunk %d\n" % i for i in range(4)), "thread stream %r" % body)
+    check(dt >= 0.15, "thread stream came too fast (%.3fs)" % dt)
+    # HEAD of a streamed response: head only; the connection goes on.
+    c.send(req("/stream?5", method="HEAD") + req("/"))
+    st, h, body, raw = c.response(head=True)
+    check(st == 200 and h.get("transfer-encoding") == "chunked", repr(h))
+    st, h, body, raw = c.response()
+    check(body == b"Hello, World!", "after HEAD stream: %r" % body)
+    c.close()
+    # HTTP/1.0: no chunked framing; the end of the body is the close.
+    c = Conn(srv.port)
+    c.send(req("/stream?3", version="1.0", host=False))
+    st, h, body, raw = c.response()
+    check("transfer-encoding" not in h and h.get("connection") == "close", repr(h))
+    check(body == b"chunk 0\nchunk 1\nchunk 2\n", "1.0 stream %r" % body)
+    c.close()
+    # A large buffered body goes out through partial writes.
+    c = Conn(srv.port)
+    c.send(req("/big?3000000"))
+    time.sleep(0.3)  # let the server fill the socket
+    st, h, body, raw = c.response()
+    check(len(body) == 3000000 and body.count(b"x") == 3000000, "big body")
+    c.close()
+
+
+def case_errors():
+    srv = Server(["--threads", "1", "--max-body", "1000", "--read-timeout-ms", "600"])
+    expect_error(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400)
+    expect_error(srv.port, b"GET / HTTP/1.1\r\n\r\n", 400)  # no Host
+    expect_error(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n", 400)
+    expect_error(srv.port, req("/echo", method="POST", headers=["Content-Length: 2000"]), 413)
+    expect_error(srv.port, req("/" + "a" * 9000), 414)
+    expect_error(srv.port, req("/", headers=["X-H%d: %s" % (i, "v" * 100) for i in range(100)]), 431)
+    expect_error(srv.port, req("/", method="POST", headers=["Transfer-Encoding: gzip, chunked"]), 501)
+    expect_error(srv.port, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505)
+    expect_error(srv.port, req("/", headers=["Expect: something-else"]), 417)
+    # 408: a partial request that stalls.
+    c = Conn(srv.port)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    t0 = time.monotonic()
+    st, h, body, _ = c.response()
+    dt = time.monotonic() - t0
+    check(st == 408 and 0.4 < dt < 2.0, "408 after %.2fs: %d" % (dt, st))
+    check(c.closed_within(3), "not closed after 408")
+    c.close()
+    # A stalled body is a partial request too.
+    c = Conn(srv.port)
+    c.send(req("/echo", method="POST", headers=["Content-Length: 10"]) + b"abc")
+    st, h, body, _ = c.response()
+    check(st == 408, "stalled body: %d" % st)
+    c.close()
+    # An error on one connection leaves the others alone.
+    good = Conn(srv.port)
+    good.send(req("/"))
+    good.response()
+    expect_error(srv.port, b"\x00\x01\x02garbage\r\n\r\n", 400)
+    good.send(req("/"))
+    st, h, body, _ = good.response()
+    check(st == 200, "neighbour hurt by an error")
+    good.close()
+
+
+def case_expect_continue():
+    srv = Server(["--threads", "1", "--max-body", "1000"])
+    c = Conn(srv.port)
+    c.send(req("/echo", method="PUT", headers=["Expect: 100-continue", "Content-Length: 5"]))
+    line = c.read_until(b"\r\n\r\n")
+    check(line == b"HTTP/1.1 100 Continue\r\n\r\n", "no 100 Continue: %r" % line)
+    c.send(b"abcde")
+    st, h, body, _ = c.response()
+    check(st == 200 and body == b"abcde", "after 100: %d %r" % (st, body))
+    # The body sent right away: no 100 is needed or sent.
+    c.send(req("/echo", method="PUT", headers=["Expect: 100-continue"], body=b"xyz"))
+    st, h, body, raw = c.response()
+    check(st == 200 and body == b"xyz", "eager body: %d %r" % (st, body))
+    # Chunked with Expect.
+    c.send(req("/echo", method="PUT", headers=["Expect: 100-continue",
+                                               "Transfer-Encoding: chunked"]))
+    check(c.read_until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n", "no 100 for chunked")
+    c.send(chunked([b"12", b"345"]))
+    st, h, body, _ = c.response()
+    check(body == b"12345", "chunked after 100: %r" % body)
+    c.close()
+    # Too large: 413 at once, never 100.
+    c = Conn(srv.port)
+    c.send(req("/echo", method="PUT", headers=["Expect: 100-continue", "Content-Length: 5000"]))
+    st, h, body, raw = c.response()
+    check(st == 413 and h.get("connection") == "close", "expect too large: %d" % st)
+    check(c.closed_within(3), "not closed after 413")
+    c.close()
+    # HTTP/1.0 with Expect: the expectation is ignored, no 100.
+    c = Conn(srv.port)
+    c.send(b"POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    time.sleep(0.2)
+    check(c.buf == b"" and not c.closed_within(0.2) and c.buf == b"", "1.0 got %r" % c.buf)
+    c.send(b"ok")
+    st, h, body, raw = c.response()
+    check(st == 200 and body == b"ok", "1.0 expect: %d %r" % (st, body))
+    c.close()
+
+
+def make_cert():
+    cert = os.path.join(TMP, "cert.pem")
+    key = os.path.join(TMP, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=localhost", "-days", "1", "-keyout", key, "-out", cert],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=60)
+    return cert, key
+
+
+def case_tls():
+    cert, key = make_cert()
+    srv = Server(["--threads", "2", "--tls-timeout-ms", "500"], tls=(cert, key))
+    c = Conn(srv.port, tls=True, alpn=["h2", "http/1.1"])
+    check(c.s.selected_alpn_protocol() == "http/1.1",
+          "ALPN: %r" % c.s.selected_alpn_protocol())
+    for i in range(3):
+        c.send(req("/"))
+        st, h, body, _ = c.response()
+        check(st == 200 and body == b"Hello, World!", "TLS GET %d" % i)
+    c.send(req("/info"))
+    st, h, body, _ = c.response()
+    check(b"tls=1" in body, "tls flag: %r" % body)
+    c.send(req("/stream?3") + req("/echo", method="POST", headers=["Transfer-Encoding: chunked"])
+           + chunked([b"t", b"ls"]))
+    st, h, body, _ = c.response()
+    check(body == b"chunk 0\nchunk 1\nchunk 2\n", "TLS stream %r" % body)
+    st, h, body, _ = c.response()
+    check(body == b"tls", "TLS chunked echo %r" % body)
+    c.send(req("/big?2000000"))
+    time.sleep(0.2)
+    st, h, body, _ = c.response()
+    check(len(body) == 2000000, "TLS big body: %d" % len(body))
+    c.send(req("/thread?100"))
+    st, h, body, _ = c.response()
+    check(body == b"thread done\n", "TLS async: %r" % body)
+    # curl agrees about ALPN.
+    if shutil.which("curl"):
+        r = subprocess.run(["curl", "-sv", "-k", "--max-time", "10",
+                            "https://127.0.0.1:%d/" % srv.port],
+                           capture_output=True, timeout=20)
+        check(r.stdout == b"Hello, World!", "curl body %r" % r.stdout)
+        check(b"ALPN: server accepted http/1.1" in r.stderr
+              or b"ALPN, server accepted to use http/1.1" in r.stderr,
+              "curl ALPN: %r" % r.stderr[-600:])
+    # Without ALPN.
+    c2 = Conn(srv.port, tls=True)
+    c2.send(req("/"))
+    check(c2.response()[0] == 200, "TLS without ALPN")
+    c2.close()
+    # Plain text on the TLS port, a client that never handshakes, and a
+    # client that sends garbage mid-handshake: each only hurts itself.
+    p = Conn(srv.port)
+    p.send(req("/"))
+    check(p.closed_within(3), "plain HTTP on TLS port not closed")
+    p.close()
+    idle = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+    t0 = time.monotonic()
+    idle.settimeout(3)
+    try:
+        got = idle.recv(100)
+    except OSError:
+        got = b""
+    dt = time.monotonic() - t0
+    check(got == b"" and 0.3 < dt < 2.5, "handshake timeout after %.2fs (%r)" % (dt, got))
+    idle.close()
+    c.send(req("/"))
+    st, h, body, _ = c.response()
+    check(st == 200, "TLS connection hurt by the others")
+    c.close()
+
+
+def timed_get(port, path, out, key):
+    t0 = time.monotonic()
+    try:
+        st, h, body, _ = get(port, path)
+        out[key] = (st, body, time.monotonic() - t0)
+    except Exception as e:  # noqa: BLE001 - reported by the caller
+        out[key] = (None, repr(e), time.monotonic() - t0)
+
+
+def case_slow_not_blocking():
+    srv = Server(["--threads", "1"])
+    out = {}
+    th = threading.Thread(target=timed_get, args=(srv.port, "/slow", out, "slow"))
+    th.start()
+    time.sleep(0.2)
+    for i in range(20):
+        t0 = time.monotonic()
+        st, h, body, _ = get(srv.port, "/")
+        dt = time.monotonic() - t0
+        check(st == 200 and dt < 0.5, "fast request %d took %.3fs behind /slow" % (i, dt))
+    th.join(10)
+    st, body, dt = out["slow"]
+    check(st == 200 and 1.8 < dt < 3.0, "/slow: %r %r %.2fs" % (st, body, dt))
+    # Many timers at once on one worker do not queue behind each other.
+    ths = [threading.Thread(target=timed_get, args=(srv.port, "/defer?500", out, i))
+           for i in range(30)]
+    t0 = time.monotonic()
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(10)
+    total = time.monotonic() - t0
+    check(all(out[i][0] == 200 for i in range(30)), "deferred failures")
+    check(total < 2.0, "30 x /defer?500 took %.2fs" % total)
+
+
+def case_async_thread():
+    srv = Server(["--threads", "1"])
+    out = {}
+    ths = [threading.Thread(target=timed_get, args=(srv.port, "/thread?300", out, i))
+           for i in range(20)]
+    t0 = time.monotonic()
+    for t in ths:
+        t.start()
+    time.sleep(0.05)
+    st, h, body, _ = get(srv.port, "/")
+    check(time.monotonic() - t0 < 0.25, "fast request waited for threads")
+    for t in ths:
+        t.join(10)
+    total = time.monotonic() - t0
+    check(all(out[i][0] == 200 and out[i][1] == b"thread done\n" for i in range(20)),
+          "thread completions: %r" % out)
+    check(total < 1.5, "20 x /thread?300 took %.2fs" % total)
+    # The same connection goes on after a cross-thread completion.
+    c = Conn(srv.port)
+    for i in range(20):
+        c.send(req("/thread?%d" % (i % 3)) + req("/"))
+        check(c.response()[2] == b"thread done\n", "thread %d" % i)
+        check(c.response()[2] == b"Hello, World!", "after thread %d" % i)
+    c.close()
+
+
+def case_lame_duck():
+    srv = Server(["--threads", "2", "--lame-duck", "1000"], binary=HELLO)
+    check(get(srv.port, "/healthz")[0] == 200, "healthz before")
+    busy = Conn(srv.port)  # a keep-alive client that stays busy
+    busy.send(req("/"))
+    busy.response()
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    st, h, body, _ = get(srv.port, "/healthz")
+    check(st == 503, "healthz in lame duck: %d" % st)
+    st, h, body, _ = get(srv.port, "/")
+    check(st == 200 and body == b"Hello, World!", "/ in lame duck: %d" % st)
+    busy.send(req("/"))
+    st, h, body, _ = busy.response()
+    check(st == 200 and "connection" not in h, "keep-alive in lame duck: %r" % h)
+    while time.monotonic() - t0 < 0.8:
+        check(get(srv.port, "/")[0] == 200, "refused during lame duck")
+        time.sleep(0.05)
+    rc = srv.wait_exit(5)
+    dt = time.monotonic() - t0
+    check(rc == 0 and 0.9 < dt < 3.0, "exit %r after %.2fs" % (rc, dt))
+    check(busy.closed_within(1), "keep-alive connection left open")
+    check(not port_open(srv.port), "still accepting after exit")
+
+
+def case_restart():
+    srv = Server(["--threads", "2"], binary=HELLO)
+    old = srv.pid()
+    out = {}
+    slow = threading.Thread(target=timed_get, args=(srv.port, "/slow", out, "slow"))
+    slow.start()
+    keep = Conn(srv.port)
+    keep.send(req("/"))
+    keep.response()
+    stop = threading.Event()
+    results = []
+
+    def client():
+        while not stop.is_set():
+            try:
+                st, h, body, _ = get(srv.port, "/")
+                results.append(st == 200 and body == b"Hello, World!")
+            except Exception as e:  # noqa: BLE001
+                results.append(repr(e))
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for t in clients:
+        t.start()
+    time.sleep(0.3)
+    srv.signal(signal.SIGHUP)
+    new = wait_until(lambda: srv.pid() != old and srv.pid(), 10, "new pid in pid file")
+    # The idle keep-alive connection is closed cleanly by the old process
+    # (a FIN, no reset, no partial response).
+    check(keep.closed_within(3) and keep.buf == b"", "idle keep-alive: %r" % keep.buf)
+    keep.close()
+    slow.join(10)
+    stop.set()
+    for t in clients:
+        t.join(10)
+    check(out["slow"][0] == 200 and out["slow"][1] == b"Hello, World!",
+          "in-flight /slow: %r" % (out["slow"],))
+    bad = [r for r in results if r is not True]
+    check(not bad and len(results) > 50, "%d requests, failures: %r" % (len(results), bad[:5]))
+    rc = srv.wait_exit(10)  # the old generation
+    check(rc == 0, "old generation exit %r" % rc)
+    check(alive(new), "new generation not running")
+    st, h, body, _ = get(srv.port, "/")
+    check(st == 200, "new generation does not serve")
+    # A second restart from the new generation, then shutdown.
+    os.kill(new, signal.SIGHUP)
+    newer = wait_until(lambda: srv.pid() != new and srv.pid(), 10, "third pid")
+    wait_until(lambda: not alive(new), 10, "second generation exit")
+    check(get(srv.port, "/")[0] == 200, "third generation does not serve")
+    os.kill(newer, signal.SIGTERM)
+    wait_until(lambda: not alive(newer), 10, "third generation exit")
+
+
+def case_shutdown():
+    srv = Server(["--threads", "2"])
+    out = {}
+    slow = threading.Thread(target=timed_get, args=(srv.port, "/slow", out, "slow"))
+    slow.start()
+    th = threading.Thread(target=timed_get, args=(srv.port, "/thread?1500", out, "thread"))
+    th.start()
+    idle = Conn(srv.port)
+    idle.send(req("/"))
+    idle.response()
+    time.sleep(0.4)  # idle for longer than the drain grace
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    check(idle.closed_within(1.5), "idle keep-alive not closed on drain")
+    check(time.monotonic() - t0 < 1.0, "idle close took too long")
+    wait_until(lambda: not port_open(srv.port), 2, "listener to stop accepting")
+    slow.join(10)
+    th.join(10)
+    check(out["slow"][0] == 200 and out["thread"][0] == 200,
+          "in-flight requests: %r" % out)
+    rc = srv.wait_exit(5)
+    check(rc == 0, "exit status %r" % rc)
+    # The hammer: a request longer than the drain timeout is cut.
+    srv = Server(["--threads", "1", "--drain-timeout-ms", "700"])
+    out = {}
+    th = threading.Thread(target=timed_get, args=(srv.port, "/defer?5000", out, "long"))
+    th.start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    rc = srv.wait_exit(5)
+    dt = time.monotonic() - t0
+    th.join(5)
+    check(rc == 1 and 0.5 < dt < 2.0, "hammer: exit %r after %.2fs" % (rc, dt))
+    check(out["long"][0] is None, "cut request reported %r" % (out["long"],))
+
+
+def case_drain_keepalive():
+    srv = Server(["--threads", "2"])
+    # A busy keep-alive connection gets "Connection: close" on its next
+    # response; a request sent just after the drain began is still served.
+    busy = Conn(srv.port)
+    busy.send(req("/"))
+    busy.response()
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.02)
+    busy.send(req("/info"))
+    st, h, body, _ = busy.response()
+    check(st == 200 and h.get("connection") == "close", "busy conn: %d %r" % (st, h))
+    check(busy.closed_within(2), "busy conn not closed")
+    busy.close()
+    srv.wait_exit(5)
+    # A request already in the socket when an idle connection is reaped is
+    # served, not cut off (the non-blocking read before closing). /block
+    # stalls the only worker so that the requests arrive before it sees
+    # the drain.
+    srv = Server(["--threads", "1"])
+    conns = [Conn(srv.port) for _ in range(20)]
+    for c in conns:
+        c.send(req("/"))
+        c.response()
+    time.sleep(0.4)  # idle for longer than the drain grace
+    blocker = Conn(srv.port)
+    blocker.send(req("/block?800"))
+    time.sleep(0.2)
+    srv.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    for c in conns:
+        c.send(req("/info"))
+    for i, c in enumerate(conns):
+        st, h, body, _ = c.response()
+        check(st == 200 and h.get("connection") == "close", "late request %d: %r" % (i, h))
+        check(c.closed_within(2), "connection left open")
+        c.close()
+    check(blocker.response()[0] == 200, "blocker")
+    check(srv.wait_exit(5) == 0, "exit status")
+
+
+def case_hijack():
+    srv = Server(["--threads", "1"])
+    c = Conn(srv.port)
+    c.send(req("/ws", headers=["Connection: upgrade", "Upgrade: echo"]) + b"early bytes|")
+    st, h, body, raw = c.response(allow_1xx=True)
+    check(st == 101 and h.get("upgrade") == "echo", "upgrade: %r" % raw)
+    check(c.read_n(12) == b"early bytes|", "buffered bytes not handed over")
+    c.send(b"ping")
+    check(c.read_n(4) == b"ping", "no echo")
+    # Not an upgrade request.
+    st, h, body, _ = get(srv.port, "/ws")
+    check(st == 426, "plain /ws: %d" % st)
+    # The hijacked connection counts for the drain; on_drain closes it.
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    check(c.closed_within(3), "hijacked connection not closed on drain")
+    rc = srv.wait_exit(5)
+    check(rc == 0 and time.monotonic() - t0 < 3, "exit %r" % rc)
+
+
+def case_timeouts():
+    srv = Server(["--threads", "1", "--idle-timeout-ms", "500", "--read-timeout-ms", "700",
+                  "--write-timeout-ms", "500"])
+    c = Conn(srv.port)
+    c.send(req("/"))
+    c.response()
+    t0 = time.monotonic()
+    check(c.closed_within(3), "idle connection not closed")
+    dt = time.monotonic() - t0
+    check(0.35 < dt < 1.5, "idle timeout after %.2fs" % dt)
+    c.close()
+    # A connection that never sends anything: closed, without a 408.
+    c = Conn(srv.port)
+    t0 = time.monotonic()
+    check(c.closed_within(3) and c.buf == b"", "silent connection: %r" % c.buf)
+    check(0.5 < time.monotonic() - t0 < 2, "first-request timeout")
+    c.close()
+    # A client that does not read: the write timeout closes it; the
+    # server keeps serving others.
+    c = Conn(srv.port)
+    c.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.send(req("/big?50000000"))
+    time.sleep(1.5)
+    check(get(srv.port, "/")[0] == 200, "server stuck behind a slow reader")
+    got = 0
+    c.s.settimeout(5)
+    try:
+        while True:
+            d = c.s.recv(1 << 20)
+            if not d:
+                break
+            got += len(d)
+    except OSError:
+        pass
+    check(got < 50000000, "write timeout did not cut the slow reader (%d bytes)" % got)
+    c.close()
+
+
+def wrk(url, seconds, conns=32, threads=2):
+    r = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds, url],
+                       capture_output=True, text=True, timeout=seconds + 30)
+    out = r.stdout
+    m = re.search(r"(\d+) requests in", out)
+    reqs = int(m.group(1)) if m else 0
+    errs = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return reqs, errs.group(1) if errs else None, int(non2xx.group(1)) if non2xx else 0, out
+
+
+def case_load():
+    if not shutil.which("wrk"):
+        log("wrk not installed: skipped")
+        sys.exit(77)
+    srv = Server(["--threads", "2"])
+    reqs, errs, non2xx, out = wrk("http://127.0.0.1:%d/" % srv.port, 3)
+    check(reqs > 1000 and errs is None and non2xx == 0, "wrk: %s" % out)
+    reqs, errs, non2xx, out = wrk("http://127.0.0.1:%d/defer?5" % srv.port, 2, conns=64)
+    check(reqs > 100 and errs is None and non2xx == 0, "wrk deferred: %s" % out)
+    reqs, errs, non2xx, out = wrk("http://127.0.0.1:%d/thread?1" % srv.port, 2, conns=16)
+    check(reqs > 100 and errs is None and non2xx == 0, "wrk threads: %s" % out)
+    # Restarts under load: no failed request.
+    hello = Server(["--threads", "2"], binary=HELLO)
+    res = {}
+    t = threading.Thread(target=lambda: res.update(r=wrk("http://127.0.0.1:%d/" % hello.port, 4)))
+    t.start()
+    for i in range(4):
+        time.sleep(0.7)
+        pid = hello.pid()
+        os.kill(pid, signal.SIGHUP)
+        wait_until(lambda: hello.pid() != pid, 10, "restart %d" % i)
+    t.join(60)
+    reqs, errs, non2xx, out = res["r"]
+    check(reqs > 1000 and errs is None and non2xx == 0, "wrk across restarts: %s" % out)
+    os.kill(hello.pid(), signal.SIGTERM)
+
+
+CASES = {name[5:].replace("_", "-"): fn for name, fn in globals().items()
+         if name.startswith("case_")}
+
+
+def main():
+    global SERVER, HELLO, TMP
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--hello", required=True)
+    ap.add_argument("case", choices=sorted(CASES))
+    a = ap.parse_args()
+    SERVER, HELLO = os.path.abspath(a.server), os.path.abspath(a.hello)
+    TMP = tempfile.mkdtemp(prefix="it-http-")
+    rc = 0
+    try:
+        CASES[a.case]()
+        log("PASS %s" % a.case)
+    except AssertionError as e:
+        log("FAIL %s: %s" % (a.case, e))
+        rc = 1
+    finally:
+        # Every process we started, and any generation they re-executed.
+        pids = set()
+        for p in PROCS:
+            pids.add(p.pid)
+        for f in os.listdir(TMP):
+            if f.endswith(".pid"):
+                pids.add(read_pid(os.path.join(TMP, f)))
+        for pid in pids:
+            if pid and alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        for p in PROCS:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        if rc:
+            for f in sorted(os.listdir(TMP)):
+                if f.endswith(".log"):
+                    with open(os.path.join(TMP, f), "rb") as fh:
+                        data = fh.read()[-3000:]
+                    if data:
+                        log("--- %s" % f)
+                        log(data.decode(errors="replace"))
+        shutil.rmtree(TMP, ignore_errors=True)
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()

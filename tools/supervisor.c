@@ -235,13 +235,23 @@ static const char *wname(const struct proc *p, char *buf, size_t len)
     return buf;
 }
 
+/* The same without the generation, for messages that already name it. */
+static const char *wshort(const struct proc *p, char *buf, size_t len)
+{
+    if (S.cfg->workers > 1)
+        (void)snprintf(buf, len, "worker %d (pid %ld)", p->slot, (long)p->pid);
+    else
+        (void)snprintf(buf, len, "pid %ld", (long)p->pid);
+    return buf;
+}
+
 /* ---- starting workers ---- */
 
 static struct proc *start_worker(int slot, unsigned gen, char *err, size_t errlen)
 {
+    uint64_t now = handoff_now_usec();
     pid_t pid = spawn_worker(S.cfg->argv, S.ls, S.nls, S.notify_path, gen, err, errlen);
     struct proc *p;
-    uint64_t now = handoff_now_usec();
 
     if (pid < 0)
         return NULL;
@@ -251,6 +261,7 @@ static struct proc *start_worker(int slot, unsigned gen, char *err, size_t errle
         (void)snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    p->started = now;
     p->state = PS_STARTING;
     p->deadline = now + S.cfg->ready_timeout;
     if (S.cfg->ready_mode == READY_DELAY)
@@ -492,12 +503,13 @@ static void proc_ready(struct proc *p, uint64_t now, const char *how)
         reload_succeeded(now);
         return;
     }
-    if (s->cur == p && s->restarts > 0 && S.ready_sent)
+    if (s->cur == p && s->restarts > 0 && S.ready_sent) {
         log_info("%s is back (restart %u) and ready in %s", wname(p, nm, sizeof nm), s->restarts,
                  dur(now - p->started, d, sizeof d));
+        if (all_cur_ready() && !S.reloading)
+            notify_systemd("STATUS=generation %u serving", p->gen);
+    }
     first_ready_check(now);
-    if (S.ready_sent && all_cur_ready() && !S.reloading)
-        notify_systemd("STATUS=generation %u serving", p->gen);
 }
 
 static void on_notify(uint64_t now)
@@ -593,7 +605,7 @@ static void on_proc_exit(struct proc *p, int status, uint64_t now)
         if (S.failing > 0 && --S.failing == 0)
             reload_finish(false, S.fail_msg);
     } else if (s->next == p) {
-        reload_fail("%s %s after %s, before it was ready", wname(p, nm, sizeof nm), st,
+        reload_fail("%s %s after %s, before it was ready", wshort(p, nm, sizeof nm), st,
                     dur(now - p->started, d, sizeof d));
     } else if (s->cur == p && !S.stopping) {
         on_worker_crash(p, status, now);
@@ -801,7 +813,7 @@ static void on_timers(uint64_t now)
                            dur(S.cfg->ready_timeout, d, sizeof d));
             if (s->next == p) {
                 char w[96];
-                reload_fail("%s: %s", wname(p, w, sizeof w), nm);
+                reload_fail("%s: %s", wshort(p, w, sizeof w), nm);
             } else {
                 /* A restart that never gets ready counts as a crash. */
                 char w[96];

@@ -1,0 +1,831 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `handoff run` (tools/) with real processes on 127.0.0.1.
+
+Usage: it-supervisor.py --handoff PATH --echo PATH [--hello PATH] CASE
+
+Each CASE is one ctest entry. Exit status: 0 pass, 1 fail, 77 skip.
+Every load loop is bounded in time and count; every process a case starts is
+killed by pid at the end (the supervisor's workers lead their own process
+groups, which are killed too).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SKIP = 77
+ARGS = None
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout, what, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise Fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def children_of(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        for c in children_of(todo.pop()):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+        rest = data[data.rindex(")") + 2:].split()
+        return rest[0], int(rest[1])  # state, ppid
+    except (OSError, ValueError):
+        return None, None
+
+
+class Supervisor:
+    """One `handoff run` with its own directory, control socket and log."""
+
+    def __init__(self, tmp, command, listen=(), extra=(), env=None, name="sup"):
+        self.tmp = tmp
+        self.control = os.path.join(tmp, f"{name}.sock")
+        self.pidfile = os.path.join(tmp, f"{name}.pid")
+        self.logpath = os.path.join(tmp, f"{name}.log")
+        args = [ARGS.handoff, "run", "-v", "--control", self.control, "--pid-file", self.pidfile]
+        for spec in listen:
+            args += ["--listen", spec]
+        args += list(extra) + ["--"] + list(command)
+        self.logf = open(self.logpath, "w")
+        e = dict(os.environ)
+        e.pop("NOTIFY_SOCKET", None)
+        if env:
+            e.update(env)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf,
+                                     stderr=subprocess.STDOUT, env=e)
+        self.pid = self.proc.pid
+
+    def ctl(self, cmd, timeout=60, user=None, extra=()):
+        args = [ARGS.handoff, cmd, "--control", self.control] + list(extra)
+        if user:
+            import pwd
+            pw = pwd.getpwnam(user)
+            args = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"] + args
+        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        return r.returncode, r.stdout, r.stderr
+
+    def status(self):
+        rc, out, err = self.ctl("status", timeout=10)
+        check(rc == 0, f"handoff status failed: {rc} {err}")
+        return out
+
+    def wait_ready(self, timeout=30):
+        def ready():
+            if self.proc.poll() is not None:
+                raise Fail(f"supervisor exited early with {self.proc.returncode}:\n{self.log()}")
+            if not os.path.exists(self.control):
+                return False
+            rc, out, _ = self.ctl("status", timeout=10)
+            return rc == 0 and "supervisor: pid" in out and ", ready" in out.splitlines()[0]
+        wait_until(ready, timeout, "the supervisor to be ready")
+
+    def worker_pids(self, states=("ready",)):
+        pids = []
+        for line in self.status().splitlines():
+            m = re.match(r"\s+worker (\d+): pid (\d+), (\w+)", line)
+            if m and m.group(3) in states:
+                pids.append(int(m.group(2)))
+        return pids
+
+    def log(self):
+        self.logf.flush()
+        with open(self.logpath) as f:
+            return f.read()
+
+    def stop(self, timeout=40):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.proc.returncode
+
+    def kill(self):
+        for pid in descendants(self.pid):
+            for target in (-pid, pid):
+                try:
+                    os.kill(target, signal.SIGKILL)
+                except OSError:
+                    pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.logf.close()
+
+
+# ---------------------------------------------------------------- load
+
+class Load:
+    """Client threads: each request is a new TCP connection (echo: a line
+    echoed back; http: GET / answered 200), plus `persistent` threads that
+    keep one connection across reloads. Counts every failure."""
+
+    def __init__(self, port, kind="echo", threads=4, persistent=0, max_seconds=120, path="/"):
+        self.port, self.kind, self.path = port, kind, path
+        self.stop_ev = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.failures = []
+        self.deadline = time.monotonic() + max_seconds
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self.threads += [threading.Thread(target=self._persistent, daemon=True) for _ in range(persistent)]
+
+    def _fail(self, what):
+        with self.lock:
+            self.failures.append((round(time.monotonic(), 3), what))
+
+    def _one(self, n):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            if self.kind == "echo":
+                msg = f"ping {n}\n".encode()
+                s.sendall(msg)
+                got = b""
+                while not got.endswith(b"\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise ConnectionError("closed before the answer")
+                    got += chunk
+                if got != msg:
+                    raise ValueError(f"echo mismatch {got!r}")
+            else:
+                s.sendall(f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+                got = b""
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+                if not got.startswith(b"HTTP/1.") or got[9:12] != b"200":
+                    raise ValueError(f"bad response {got[:60]!r}")
+
+    def _run(self):
+        n = 0
+        while not self.stop_ev.is_set() and time.monotonic() < self.deadline and n < 2_000_000:
+            n += 1
+            try:
+                self._one(n)
+                with self.lock:
+                    self.ok += 1
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self._fail(f"{type(e).__name__}: {e}")
+                time.sleep(0.01)
+
+    def _persistent(self):
+        # One echo connection kept open across reloads; the old generation
+        # must keep serving it while it drains.
+        n = 0
+        try:
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        except OSError as e:
+            self._fail(f"persistent connect: {e}")
+            return
+        with s:
+            while not self.stop_ev.is_set() and time.monotonic() < self.deadline and n < 100_000:
+                n += 1
+                msg = f"keep {n}\n".encode()
+                try:
+                    s.sendall(msg)
+                    got = b""
+                    while not got.endswith(b"\n"):
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            raise ConnectionError("closed")
+                        got += chunk
+                    check(got == msg, "mismatch")
+                    with self.lock:
+                        self.ok += 1
+                except Exception as e:  # noqa: BLE001
+                    self._fail(f"persistent: {type(e).__name__}: {e}")
+                    return
+                time.sleep(0.02)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(30)
+
+    def report(self):
+        log(f"load: {self.ok} requests ok, {len(self.failures)} failed {self.failures[:5]}")
+        return self.ok, self.failures
+
+
+def reload_many(sup, count, pause=0.05, via_signal_every=0):
+    """Reloads `count` times; every reload must succeed. Returns ms per reload."""
+    times = []
+    for i in range(count):
+        t0 = time.monotonic()
+        if via_signal_every and i % via_signal_every == via_signal_every - 1:
+            os.kill(sup.pid, signal.SIGHUP)
+            gen = i + 2
+            wait_until(lambda: f"generation {gen}: active" in sup.status(), 30,
+                       f"generation {gen} after SIGHUP")
+        else:
+            rc, out, err = sup.ctl("reload")
+            check(rc == 0, f"reload {i + 1} failed ({rc}): {out} {err}\n{sup.log()[-3000:]}")
+        times.append((time.monotonic() - t0) * 1000)
+        time.sleep(pause)
+    return times
+
+
+# ---------------------------------------------------------------- cases
+
+def echo_cmd(port, extra=()):
+    return [ARGS.echo, "--listen", f"127.0.0.1:{port}", *extra]
+
+
+def case_echo_reload_50(tmp):
+    """echo under handoff run, 50 reloads (some by SIGHUP) under load: no
+    failed request, the supervisor's pid never changes."""
+    port = free_port()
+    sup = Supervisor(tmp, echo_cmd(port), listen=[f"echo=127.0.0.1:{port}"], extra=["--nonblock"])
+    try:
+        sup.wait_ready()
+        with open(sup.pidfile) as f:
+            check(int(f.read()) == sup.pid, "pid file does not name the supervisor")
+        first = sup.worker_pids()
+        with Load(port, threads=4, persistent=2) as load:
+            time.sleep(0.3)
+            times = reload_many(sup, 50, via_signal_every=10)
+            time.sleep(0.3)
+        ok, failures = load.report()
+        check(not failures, f"{len(failures)} failed requests: {failures[:5]}")
+        check(ok > 200, f"too few requests ({ok})")
+        st = sup.status()
+        check("generation 51: active" in st, f"expected generation 51 active:\n{st}")
+        check("reloads: 50 ok, 0 failed" in st, st)
+        check(sup.proc.poll() is None, "supervisor died")
+        with open(sup.pidfile) as f:
+            check(int(f.read()) == sup.pid, "supervisor pid changed")
+        check(first and sup.worker_pids() != first, "worker pid did not change")
+        times.sort()
+        log(f"reload latency: median {times[len(times) // 2]:.1f} ms, max {times[-1]:.1f} ms")
+        rc = sup.stop()
+        check(rc == 0, f"supervisor exit status {rc} after SIGTERM (echo exits 0)\n{sup.log()[-2000:]}")
+    finally:
+        sup.kill()
+
+
+def case_failed_reload(tmp):
+    """A new generation that exits at start-up, and one that never becomes
+    ready: `handoff reload` exits 1 with the reason; the old one serves on."""
+    port = free_port()
+    flag = os.path.join(tmp, "fail")
+    hang = os.path.join(tmp, "hang")
+    script = (f'if [ -e {flag} ]; then echo "start-up failure" >&2; exit 3; fi; '
+              f'if [ -e {hang} ]; then exec sleep 30; fi; exec "$0" "$@"')
+    cmd = ["/bin/sh", "-c", script, *echo_cmd(port)]
+    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"], extra=["--nonblock", "--ready-timeout", "1"])
+    try:
+        sup.wait_ready()
+        before = sup.worker_pids()
+        with Load(port, threads=3) as load:
+            time.sleep(0.2)
+            open(flag, "w").close()
+            rc, out, err = sup.ctl("reload")
+            log(f"reload with a failing command: rc={rc} {err.strip()}")
+            check(rc == 1, f"reload should fail with 1, got {rc}: {out} {err}")
+            check("exited with status 3" in err and "before it was ready" in err, err)
+            check("keeps serving" in err, err)
+            os.unlink(flag)
+            open(hang, "w").close()
+            t0 = time.monotonic()
+            rc, out, err = sup.ctl("reload")
+            log(f"reload with a command never ready: rc={rc} {err.strip()}")
+            check(rc == 1 and "did not become ready within 1000 ms" in err, f"{rc} {err}")
+            check(time.monotonic() - t0 < 5, "ready timeout took too long")
+            os.unlink(hang)
+            time.sleep(0.2)
+        ok, failures = load.report()
+        check(not failures, f"failed requests while reloads failed: {failures[:5]}")
+        check(sup.worker_pids() == before, "the old generation was replaced")
+        st = sup.status()
+        check("reloads: 0 ok, 2 failed" in st and "last failure:" in st, st)
+        # No process of the failed generations is left.
+        left = [p for p in descendants(sup.pid) if p not in before]
+        check(not left, f"processes of failed generations remain: {left}")
+        rc, out, err = sup.ctl("reload")
+        check(rc == 0, f"a good reload after the failures failed: {err}")
+    finally:
+        sup.kill()
+
+
+def case_crash_restart(tmp):
+    """A crashed worker is restarted; a crash loop backs off and shows in
+    `handoff status`; sockets stay open meanwhile (clients queue)."""
+    port = free_port()
+    flag = os.path.join(tmp, "crash")
+    script = f'if [ -e {flag} ]; then exit 7; fi; exec "$0" "$@"'
+    cmd = ["/bin/sh", "-c", script, *echo_cmd(port)]
+    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"],
+                     extra=["--nonblock", "--restart-delay", "50ms", "--restart-delay-max", "400ms"])
+    try:
+        sup.wait_ready()
+        (pid,) = sup.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: sup.worker_pids() and sup.worker_pids() != [pid], 10, "a restarted worker")
+        st = sup.status()
+        check("restarts 1" in st and "was killed by SIGKILL" in st, st)
+        # A crash loop: the command fails until the flag goes away.
+        open(flag, "w").close()
+        (pid,) = sup.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(1.5)
+        st = sup.status()
+        log("status during the crash loop:\n" + st)
+        check("crashes in a row" in st or "restarts" in st, st)
+        check("exited with status 7" in st, st)
+        check("crash loop" in sup.log(), "crash loop not logged")
+        # A client that connects now waits in the listen queue.
+        result = {}
+
+        def client():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
+                    s.sendall(b"queued\n")
+                    result["got"] = s.recv(100)
+            except OSError as e:
+                result["err"] = e
+        t = threading.Thread(target=client)
+        t.start()
+        time.sleep(0.3)
+        os.unlink(flag)
+        t.join(15)
+        check(result.get("got") == b"queued\n", f"queued client: {result}")
+        wait_until(lambda: sup.worker_pids(), 10, "recovery")
+        delays = [float(x) for x in re.findall(r"restart \d+ in (\d+) ms", sup.log())]
+        log(f"restart delays seen: {delays[:8]}")
+        check(len(delays) >= 3 and max(delays) <= 400 and max(delays) > delays[0], f"no backoff: {delays}")
+    finally:
+        sup.kill()
+
+
+def case_control_other_user(tmp):
+    """The control socket refuses another user: by its 0600 mode, and by
+    SO_PEERCRED when the mode is loosened."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        log("needs root and setpriv")
+        return SKIP
+    os.chmod(tmp, 0o755)
+    port = free_port()
+    sup = Supervisor(tmp, echo_cmd(port), listen=[f"127.0.0.1:{port}"], extra=["--nonblock"])
+    try:
+        sup.wait_ready()
+        mode = os.stat(sup.control).st_mode & 0o777
+        check(mode == 0o600, f"control socket mode {oct(mode)}")
+        rc, out, err = sup.ctl("reload", user="nobody")
+        log(f"nobody, mode 0600: rc={rc} {err.strip()}")
+        check(rc == 4 and "Permission denied" in err, f"{rc} {out} {err}")
+        os.chmod(sup.control, 0o666)
+        rc, out, err = sup.ctl("reload", user="nobody")
+        log(f"nobody, mode 0666: rc={rc} {err.strip()}")
+        check(rc == 4 and "permission denied" in err, f"{rc} {out} {err}")
+        check("refused a connection from uid 65534" in sup.log(), "refusal not logged")
+        check("reloads: 0 ok" in sup.status(), "a reload happened anyway")
+    finally:
+        sup.kill()
+
+
+def case_stop_status(tmp):
+    """SIGTERM stops every generation gracefully; the exit status is the
+    worker's: 0 for echo, 128+9 for a command that ignores the stop signal
+    and is killed after the drain timeout."""
+    port = free_port()
+    sup = Supervisor(tmp, echo_cmd(port), listen=[f"127.0.0.1:{port}"], extra=["--nonblock"])
+    try:
+        sup.wait_ready()
+        check(sup.stop() == 0, f"echo: status {sup.proc.returncode}")
+    finally:
+        sup.kill()
+    ready = os.path.join(tmp, "ready")
+    sup = Supervisor(tmp, ["/bin/sh", "-c", "trap '' TERM; sleep 30 & wait; wait"],
+                     extra=["--ready-delay", "0.1", "--drain-timeout", "0.5"], name="stubborn")
+    try:
+        sup.wait_ready()
+        t0 = time.monotonic()
+        rc = sup.stop()
+        took = time.monotonic() - t0
+        log(f"stubborn worker: status {rc} after {took:.2f} s")
+        check(rc == 137, f"expected 137, got {rc}\n{sup.log()}")
+        check(0.4 < took < 5, f"took {took}")
+        check("SIGKILL" in sup.log(), "kill not logged")
+        # The sleep in the worker's process group was killed too.
+        check(not [p for p in descendants(sup.pid)], "leftover processes")
+    finally:
+        sup.kill()
+    del ready
+
+
+def case_rolling(tmp):
+    """--workers 3 --rolling: each reload replaces the workers one at a
+    time, under load, without a failed request."""
+    port = free_port()
+    sup = Supervisor(tmp, echo_cmd(port), listen=[f"127.0.0.1:{port}"],
+                     extra=["--nonblock", "--workers", "3", "--rolling"])
+    try:
+        sup.wait_ready()
+        first = set(sup.worker_pids())
+        check(len(first) == 3, f"workers: {first}")
+        with Load(port, threads=3, persistent=1) as load:
+            reload_many(sup, 10)
+        ok, failures = load.report()
+        check(not failures, f"failed requests: {failures[:5]}")
+        now = set(sup.worker_pids())
+        check(len(now) == 3 and not (now & first), f"workers {now} vs {first}")
+        check(sup.log().count("(rolling 3/3)") == 10, "rolling steps not logged")
+        check(sup.stop() == 0, "stop")
+    finally:
+        sup.kill()
+
+
+def case_environment(tmp):
+    """What a worker sees: LISTEN_PID = its own pid, LISTEN_FDS/FDNAMES,
+    SERVER_STARTER_PORT, the supervisor's own NOTIFY_SOCKET (never the one
+    systemd gave the supervisor), no HANDOFF_* variable, and no fd but
+    0-2 and its sockets. The supervisor's own NOTIFY_SOCKET gets READY=1,
+    RELOADING=1 + MONOTONIC_USEC, READY=1 and STOPPING=1."""
+    p1, p2 = free_port(), free_port()
+    out = os.path.join(tmp, "env.json")
+    dumper = os.path.join(tmp, "dump.py")
+    with open(dumper, "w") as f:
+        f.write(f"""
+import json, os, socket, time
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+fds = [fd for fd in range(256) if is_open(fd)]
+with open({out!r} + '.tmp', 'w') as f:
+    json.dump({{'pid': os.getpid(), 'env': dict(os.environ), 'fds': fds}}, f)
+os.rename({out!r} + '.tmp', {out!r})
+addr = os.environ['NOTIFY_SOCKET']
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b'READY=1\\nSTATUS=dumped', '\\0' + addr[1:] if addr[0] == '@' else addr)
+time.sleep(60)
+""")
+    sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sd_path = os.path.join(tmp, "systemd-notify.sock")
+    sd.bind(sd_path)
+    sd.settimeout(10)
+    sup = Supervisor(tmp, [sys.executable, dumper],
+                     listen=[f"web=127.0.0.1:{p1}", f"[::1]:{p2}" if socket.has_ipv6 else f"127.0.0.1:{p2}",
+                             f"unix:{tmp}/u.sock"],
+                     env={"NOTIFY_SOCKET": sd_path, "HANDOFF_SECRET": "x", "SERVER_STARTER_PORT": "bogus"})
+    try:
+        msg = sd.recv(4096).decode()
+        check("READY=1" in msg, f"supervisor's READY=1: {msg!r}")
+        d = json.load(open(out))
+        env = d["env"]
+        check(env["LISTEN_PID"] == str(d["pid"]), f"LISTEN_PID {env['LISTEN_PID']} != {d['pid']}")
+        check(env["LISTEN_FDS"] == "3", env["LISTEN_FDS"])
+        names = env["LISTEN_FDNAMES"].split(":")
+        check(names[0] == "web" and len(names) == 3, env["LISTEN_FDNAMES"])
+        ssp = env["SERVER_STARTER_PORT"].split(";")
+        check(ssp[0] == f"127.0.0.1:{p1}=3" and ssp[2] == f"{tmp}/u.sock=5", env["SERVER_STARTER_PORT"])
+        check(env["SERVER_STARTER_GENERATION"] == "1", env["SERVER_STARTER_GENERATION"])
+        check(env["NOTIFY_SOCKET"].startswith("@handoff/"), env["NOTIFY_SOCKET"])
+        check(not [k for k in env if k.startswith("HANDOFF_")], "HANDOFF_* leaked")
+        check(d["fds"] == [0, 1, 2, 3, 4, 5], f"fds {d['fds']}")
+        os.unlink(out)
+        rc, o, e = sup.ctl("reload")
+        check(rc == 0, e)
+        msgs = [sd.recv(4096).decode() for _ in range(2)]
+        check("RELOADING=1" in msgs[0] and "MONOTONIC_USEC=" in msgs[0], msgs)
+        check(msgs[1].startswith("READY=1") and "generation 2 ready" in msgs[1], msgs)
+        d = json.load(open(out))
+        check(d["env"]["SERVER_STARTER_GENERATION"] == "2", "generation")
+        check(d["env"]["LISTEN_PID"] == str(d["pid"]), "LISTEN_PID after reload")
+        sup.proc.send_signal(signal.SIGTERM)
+        m3 = sd.recv(4096).decode()
+        check("STOPPING=1" in m3, m3)
+        sup.proc.wait(40)
+        check(not os.path.exists(f"{tmp}/u.sock"), "unix socket left behind")
+    finally:
+        sup.kill()
+        sd.close()
+
+
+def case_socket_activation(tmp):
+    """Under systemd-socket-activate the supervisor adopts LISTEN_FDS (with
+    names) and passes them on, still reloadable."""
+    if not shutil.which("systemd-socket-activate"):
+        return SKIP
+    port = free_port()
+    ctl = os.path.join(tmp, "sa.sock")
+    logf = open(os.path.join(tmp, "sa.log"), "w")
+    p = subprocess.Popen(["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=public",
+                          ARGS.handoff, "run", "-v", "--nonblock", "--control", ctl, "--",
+                          *echo_cmd(port)], stdout=logf, stderr=subprocess.STDOUT)
+    try:
+        # systemd-socket-activate starts the command on the first connection.
+        def connect():
+            try:
+                return socket.create_connection(("127.0.0.1", port), timeout=10)
+            except OSError:
+                return None
+        with wait_until(connect, 10, "systemd-socket-activate to listen") as s:
+            s.sendall(b"first\n")
+            check(s.recv(10) == b"first\n", "first request")
+        wait_until(lambda: os.path.exists(ctl), 10, "control socket")
+        with Load(port, threads=2) as load:
+            time.sleep(0.2)
+            for _ in range(5):
+                r = subprocess.run([ARGS.handoff, "reload", "--control", ctl], capture_output=True, text=True,
+                                   timeout=30)
+                check(r.returncode == 0, r.stderr)
+        ok, failures = load.report()
+        check(ok > 0 and not failures, f"{failures[:5]}")
+        st = subprocess.run([ARGS.handoff, "status", "--control", ctl], capture_output=True, text=True).stdout
+        check(re.search(r"listen: fd 3 public 127\.0\.0\.1:\d+", st), st)
+        with open(os.path.join(tmp, "sa.log")) as f:
+            check("adopted inherited fd as public" in f.read(), "adoption not logged")
+    finally:
+        for pid in descendants(p.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        p.kill()
+        p.wait(10)
+
+
+def case_orphans(tmp):
+    """The supervisor is a subreaper: a worker's orphaned grandchild is
+    reaped by it (no zombie is left)."""
+    port = free_port()
+    script = '(sleep 0.3 &); exec "$0" "$@"'
+    sup = Supervisor(tmp, ["/bin/sh", "-c", script, *echo_cmd(port)], listen=[f"127.0.0.1:{port}"],
+                     extra=["--nonblock"])
+    try:
+        sup.wait_ready()
+        time.sleep(0.8)
+        zombies = [c for c in children_of(sup.pid) if proc_state(c)[0] == "Z"]
+        check(not zombies, f"zombies: {zombies}")
+        check("reaped orphan pid" in sup.log(), "orphan not reaped by the supervisor")
+    finally:
+        sup.kill()
+
+
+def case_unix_socket(tmp):
+    """A unix socket survives reloads (old generations must not unlink a
+    path the supervisor owns) and is removed when the supervisor stops."""
+    path = os.path.join(tmp, "echo.sock")
+    sup = Supervisor(tmp, [ARGS.echo, "--listen", f"unix:{path}"], listen=[f"unix:{path}"], extra=["--nonblock"])
+    try:
+        sup.wait_ready()
+        for i in range(5):
+            rc, out, err = sup.ctl("reload")
+            check(rc == 0, err)
+            time.sleep(0.1)
+            check(os.path.exists(path), f"socket path gone after reload {i + 1}")
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(path)
+                s.sendall(b"u\n")
+                check(s.recv(10) == b"u\n", "unix echo")
+        check(sup.stop() == 0, "stop")
+        check(not os.path.exists(path), "socket path left after stop")
+    finally:
+        sup.kill()
+
+
+# ---------------------------------------------------------------- real servers
+
+def http_get(port, path="/", timeout=5):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            c = s.recv(65536)
+            if not c:
+                return data
+            data += c
+
+
+def real_server_reloads(sup, port, reloads, threads=3):
+    sup.wait_ready(timeout=60)
+    wait_until(lambda: http_get(port).startswith(b"HTTP/1.1 200") or None, 30, "first 200")
+    with Load(port, kind="http", threads=threads) as load:
+        time.sleep(0.5)
+        times = reload_many(sup, reloads, pause=0.3)
+        time.sleep(0.5)
+    ok, failures = load.report()
+    check(not failures, f"{len(failures)} failed requests: {failures[:5]}\n{sup.log()[-3000:]}")
+    check(ok > reloads * 5, f"too few requests: {ok}")
+    times.sort()
+    log(f"reload latency: median {times[len(times) // 2]:.0f} ms, max {times[-1]:.0f} ms")
+    check(f"reloads: {reloads} ok, 0 failed" in sup.status(), sup.status())
+
+
+PSGI_APP = """my $app = sub {
+    return [200, ['Content-Type' => 'text/plain'], ["Hello, World!"]];
+};
+"""
+
+
+def case_starlet(tmp):
+    """Starlet (Debian package `starlet`), which takes its sockets from
+    SERVER_STARTER_PORT, reloaded 20 times under load. Readiness: its
+    master has forked its workers (a --ready-command on $HANDOFF_PID)."""
+    if not shutil.which("plackup") or subprocess.run(["perl", "-MPlack::Handler::Starlet", "-e1"],
+                                                     capture_output=True).returncode != 0:
+        log("starlet is not installed (apt-get install starlet)")
+        return SKIP
+    port = free_port()
+    app = os.path.join(tmp, "app.psgi")
+    with open(app, "w") as f:
+        f.write(PSGI_APP)
+    cmd = ["plackup", "-s", "Starlet", "--max-workers", "2", "--max-reqs-per-child", "100000",
+           "-E", "deployment", "-a", app]
+    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"],
+                     extra=["--ready-command", 'test "$(pgrep -c -P "$HANDOFF_PID")" -ge 2',
+                            "--ready-interval", "0.05", "--drain-timeout", "10"])
+    try:
+        real_server_reloads(sup, port, 20)
+        check(sup.stop() == 0, f"stop: {sup.proc.returncode}")
+    finally:
+        sup.kill()
+
+
+WSGI_APP = """def app(environ, start_response):
+    start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '13')])
+    return [b'Hello, World!']
+"""
+
+
+def case_gunicorn(tmp):
+    """gunicorn (Debian package `gunicorn`), which adopts LISTEN_FDS and
+    sends READY=1 to NOTIFY_SOCKET, reloaded 20 times under load."""
+    if not shutil.which("gunicorn"):
+        log("gunicorn is not installed (apt-get install gunicorn)")
+        return SKIP
+    port = free_port()
+    with open(os.path.join(tmp, "app.py"), "w") as f:
+        f.write(WSGI_APP)
+    cmd = ["gunicorn", "--chdir", tmp, "--workers", "2", "--graceful-timeout", "10",
+           "--bind", f"127.0.0.1:{port}", "app:app"]
+    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"], extra=["--drain-timeout", "15"])
+    try:
+        real_server_reloads(sup, port, 20)
+        check(sup.stop() == 0, f"stop: {sup.proc.returncode}")
+    finally:
+        sup.kill()
+
+
+def run_wrk(url, seconds, connections=32, threads=2):
+    """Starts wrk (bounded by -d) and returns the Popen."""
+    return subprocess.Popen(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
+                             "--latency", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wrk_result(out):
+    m = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    return {
+        "requests": int(m.group(1)) if m else 0,
+        "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "rps": float(rps.group(1)) if rps else 0.0,
+    }
+
+
+def case_hello_wrk(tmp):
+    """The HTTP example `hello` under handoff run: 50 reloads under wrk
+    load, zero non-2xx responses and zero socket errors."""
+    if not ARGS.hello:
+        log("no --hello given (the HTTP module is not built)")
+        return SKIP
+    if not shutil.which("wrk"):
+        log("wrk is not installed")
+        return SKIP
+    port = free_port()
+    sup = Supervisor(tmp, [ARGS.hello, "--listen", f"127.0.0.1:{port}", "--threads", "1"],
+                     listen=[f"127.0.0.1:{port}"])
+    try:
+        sup.wait_ready()
+        wrk = run_wrk(f"http://127.0.0.1:{port}/", 18)
+        time.sleep(1)
+        times = reload_many(sup, 50, pause=0.25)
+        out, _ = wrk.communicate(timeout=60)
+        r = wrk_result(out)
+        log(f"wrk: {r}")
+        check(r["requests"] > 1000, out)
+        check(r["non2xx"] == 0 and r["socket_errors"] == 0, out)
+        times.sort()
+        log(f"reload latency: median {times[len(times) // 2]:.1f} ms, max {times[-1]:.1f} ms")
+        check("reloads: 50 ok, 0 failed" in sup.status(), sup.status())
+        rc = sup.stop()
+        check(rc == 0, f"stop: {rc}")
+    finally:
+        sup.kill()
+
+
+CASES = {
+    "echo-reload-50": case_echo_reload_50,
+    "failed-reload": case_failed_reload,
+    "crash-restart": case_crash_restart,
+    "control-other-user": case_control_other_user,
+    "stop-status": case_stop_status,
+    "rolling": case_rolling,
+    "environment": case_environment,
+    "socket-activation": case_socket_activation,
+    "orphans": case_orphans,
+    "unix-socket": case_unix_socket,
+    "starlet": case_starlet,
+    "gunicorn": case_gunicorn,
+    "hello-wrk": case_hello_wrk,
+}
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--handoff", required=True)
+    ap.add_argument("--echo", required=True)
+    ap.add_argument("--hello")
+    ap.add_argument("case", choices=sorted(CASES))
+    ARGS = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix=f"it-sup-{ARGS.case}-")
+    # A hard bound on every case, whatever happens.
+    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(Fail("case timed out (240 s)")))
+    signal.alarm(240)
+    try:
+        r = CASES[ARGS.case](tmp)
+        if r == SKIP:
+            print(f"SKIP {ARGS.case}")
+            return SKIP
+        print(f"PASS {ARGS.case}")
+        return 0
+    except Fail as e:
+        print(f"FAIL {ARGS.case}: {e}")
+        return 1
+    except Exception as e:  # noqa: BLE001 - an unexpected error fails the case
+        import traceback
+        traceback.print_exc()
+        print(f"FAIL {ARGS.case}: {type(e).__name__}: {e}")
+        return 1
+    finally:
+        signal.alarm(0)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,7 +58,10 @@ static void usage(FILE *f)
             "  --pid-file PATH        file that always names the serving pid\n"
             "  --drain-timeout SEC    close connections still open after SEC (default 30)\n"
             "  --upgrade-timeout SEC  kill a new generation not ready after SEC (default 60)\n"
+            "  --resume-window SEC    take the service back if a new version dies within SEC\n"
+            "                         of taking over (default 0: off)\n"
             "  --exec-on-usr1 CMD     run CMD with /bin/sh on SIGUSR1 (used by tests)\n"
+            "  --crash-after-ready MS abort MS after becoming ready (fault tests)\n"
             "  --verbose              log every event\n"
             "  --help                 this text\n"
             "SIGHUP: zero-downtime restart. SIGTERM/SIGINT: graceful stop (twice: now).\n");
@@ -170,6 +174,14 @@ static void stop_accepting(void)
         (void)epoll_ctl(S.ep, EPOLL_CTL_DEL, S.lfd[i], NULL);
 }
 
+static void start_accepting(void)
+{
+    for (int i = 0; i < S.nl; i++) {
+        struct epoll_event e = {.events = EPOLLIN, .data.u64 = LTAG(i)};
+        (void)epoll_ctl(S.ep, EPOLL_CTL_ADD, S.lfd[i], &e);
+    }
+}
+
 /* Returns 1 when the process should exit. */
 static int on_handoff(void)
 {
@@ -183,6 +195,11 @@ static int on_handoff(void)
         case HANDOFF_EVENT_DRAIN:
             stop_accepting();
             S.draining = 1;
+            break;
+        case HANDOFF_EVENT_RESUME:
+            /* The new version died right after taking over: serve again. */
+            start_accepting();
+            S.draining = 0;
             break;
         case HANDOFF_EVENT_STOP:
             return 1;
@@ -207,6 +224,8 @@ int main(int argc, char **argv)
         {"drain-timeout", required_argument, NULL, 'd'},
         {"upgrade-timeout", required_argument, NULL, 'u'},
         {"exec-on-usr1", required_argument, NULL, 'x'},
+        {"resume-window", required_argument, NULL, 'r'},
+        {"crash-after-ready", required_argument, NULL, 'c'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -215,7 +234,8 @@ int main(int argc, char **argv)
     const char *specs[MAX_LISTEN];
     int nspecs = 0, c, r;
 
-    while ((c = getopt_long(argc, argv, "l:p:d:u:x:vh", longopts, NULL)) != -1) {
+    int crash_ms = -1;
+    while ((c = getopt_long(argc, argv, "l:p:d:u:x:r:c:vh", longopts, NULL)) != -1) {
         switch (c) {
         case 'l':
             if (nspecs == MAX_LISTEN) {
@@ -227,17 +247,24 @@ int main(int argc, char **argv)
         case 'p':
             o.pid_file = optarg;
             break;
+        case 'c':
+            crash_ms = atoi(optarg);
+            break;
         case 'd':
+        case 'r':
         case 'u': {
             char *end;
             double s = strtod(optarg, &end);
             if (*end || s <= 0) {
-                fprintf(stderr, "echo: --%s wants seconds > 0\n", c == 'd' ? "drain-timeout" : "upgrade-timeout");
+                fprintf(stderr, "echo: --%s wants seconds > 0\n",
+                        c == 'd' ? "drain-timeout" : c == 'r' ? "resume-window" : "upgrade-timeout");
                 return 2;
             }
             uint64_t us = (uint64_t)(s * 1e6);
             if (c == 'd')
                 o.drain_timeout_usec = us;
+            else if (c == 'r')
+                o.resume_window_usec = us;
             else
                 o.upgrade_timeout_usec = us;
             break;
@@ -295,6 +322,13 @@ int main(int argc, char **argv)
         S.nl++;
     }
     handoff_ready(S.h);
+    if (crash_ms >= 0) {
+        /* A new version that dies right after taking over (no core file). */
+        struct rlimit nocore = {0, 0};
+        (void)setrlimit(RLIMIT_CORE, &nocore);
+        usleep((useconds_t)crash_ms * 1000);
+        abort();
+    }
     if (S.verbose)
         fprintf(stderr, "echo[%d]: generation %u serving\n", getpid(), handoff_generation(S.h));
 

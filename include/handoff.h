@@ -108,6 +108,14 @@ typedef struct handoff_options {
     int upgrade_signal;
     /* Bitwise OR of enum handoff_flags. */
     unsigned flags;
+    /* Rollback window. 0 (the default) disables it. Otherwise, for this
+     * long after a successor took over, this process keeps its listeners
+     * and holds back HANDOFF_EVENT_STOP: if the successor exits in the
+     * window (a new version that crashes just after becoming ready), this
+     * process takes the service back (pid file, MAINPID=) and reports
+     * HANDOFF_EVENT_RESUME; the application must then watch its
+     * listeners again. Only set it if the application handles RESUME. */
+    uint64_t resume_window_usec;
     /* Diagnostics sink; NULL keeps the default (stderr, warnings+errors). */
     handoff_log_fn log;
     void *log_userdata;
@@ -318,7 +326,13 @@ enum handoff_event_type {
     HANDOFF_EVENT_STOP,
     /* The successor we handed over to exited while we were still draining
      * (ev.pid, ev.status). Informational; it has been reaped. */
-    HANDOFF_EVENT_SUCCESSOR_EXITED
+    HANDOFF_EVENT_SUCCESSOR_EXITED,
+    /* With resume_window_usec: the successor (ev.pid, ev.status) exited
+     * within the window, so this process serves again: watch the
+     * listeners again and stop closing keep-alive connections. It is back
+     * in the serving state (it may upgrade again; a later DRAIN and STOP
+     * are delivered anew). */
+    HANDOFF_EVENT_RESUME
 };
 
 enum handoff_drain_reason {

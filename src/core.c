@@ -43,6 +43,7 @@ const char *handoff_event_name(int type)
     case HANDOFF_EVENT_DRAIN: return "drain";
     case HANDOFF_EVENT_STOP: return "stop";
     case HANDOFF_EVENT_SUCCESSOR_EXITED: return "successor-exited";
+    case HANDOFF_EVENT_RESUME: return "resume";
     default: return "unknown";
     }
 }
@@ -213,6 +214,7 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
                                                     : 60 * HANDOFF_USEC_PER_SEC;
     h->drain_timeout = opts->drain_timeout_usec ? opts->drain_timeout_usec
                                                 : 30 * HANDOFF_USEC_PER_SEC;
+    h->resume_window = opts->resume_window_usec;
     h->upgrade_signal = opts->upgrade_signal == 0 ? SIGHUP : opts->upgrade_signal;
     h->flags = opts->flags;
     h->log = opts->log;
@@ -304,6 +306,8 @@ void handoff__begin_drain(handoff_t *h, int reason, pid_t pid)
     if (h->state != HF_SERVING)
         return;
     h->state = HF_DRAINING;
+    h->hammer_at = h->drain_timeout == HANDOFF_NO_TIMEOUT ? HANDOFF_NO_TIMEOUT
+                                                          : handoff_now_usec() + h->drain_timeout;
     (void)handoff__timer_arm(h, HF_TIMER_HAMMER, h->drain_timeout);
     if (reason == HANDOFF_DRAIN_UPGRADE)
         handoff__push_event(h, &ev, "generation %u (pid %ld) is serving; draining %lu connections",
@@ -343,6 +347,18 @@ static void on_timer(handoff_t *h)
         handoff__log(h, HANDOFF_LOG_WARNING, "drain timeout: %lu connections still open",
                      (unsigned long)atomic_load(&h->conns));
         handoff__set_stop(h, HANDOFF_STOP_TIMEOUT);
+    } else if (h->timer == HF_TIMER_WINDOW && h->state == HF_DRAINING) {
+        /* The successor survived the resume window. Back to the hammer
+         * for whatever is still open; a zero count stops at the next
+         * handoff_next_event(). */
+        uint64_t now = handoff_now_usec();
+        h->window_over = true;
+        if (h->hammer_at != HANDOFF_NO_TIMEOUT && now >= h->hammer_at)
+            handoff__set_stop(h, HANDOFF_STOP_TIMEOUT);
+        else
+            (void)handoff__timer_arm(h, HF_TIMER_HAMMER,
+                                     h->hammer_at == HANDOFF_NO_TIMEOUT ? HANDOFF_NO_TIMEOUT
+                                                                        : h->hammer_at - now);
     }
 }
 
@@ -405,10 +421,20 @@ int handoff_next_event(handoff_t *h, handoff_event *ev)
             return r;
     }
     /* The drain completes when the count is zero after the application
-     * has seen DRAIN (and so has stopped accepting). */
+     * has seen DRAIN (and so has stopped accepting) - but within a resume
+     * window after a hand-over, STOP waits for the window to pass. */
     if (h->evlen == 0 && h->drain_delivered && h->state == HF_DRAINING &&
-        atomic_load(&h->conns) == 0)
-        handoff__set_stop(h, HANDOFF_STOP_DRAINED);
+        atomic_load(&h->conns) == 0) {
+        uint64_t now = handoff_now_usec();
+        if (h->handed_over && h->resume_window && !h->window_over && h->succ_pid > 0 &&
+            now < h->handover_at + h->resume_window) {
+            if (h->timer != HF_TIMER_WINDOW)
+                (void)handoff__timer_arm(h, HF_TIMER_WINDOW,
+                                         h->handover_at + h->resume_window - now);
+        } else {
+            handoff__set_stop(h, HANDOFF_STOP_DRAINED);
+        }
+    }
     if (h->evlen == 0) {
         memset(ev, 0, sizeof *ev);
         ev->message = "";

@@ -53,7 +53,7 @@ enum hf_state {
     HF_STOPPED = 2    /* STOP decided */
 };
 
-enum hf_timer { HF_TIMER_NONE = 0, HF_TIMER_UPGRADE, HF_TIMER_HAMMER };
+enum hf_timer { HF_TIMER_NONE = 0, HF_TIMER_UPGRADE, HF_TIMER_HAMMER, HF_TIMER_WINDOW };
 
 struct hf_hook {
     handoff_signal_hook fn;
@@ -67,6 +67,7 @@ struct handoff {
     char *pid_file;
     uint64_t upgrade_timeout;
     uint64_t drain_timeout;
+    uint64_t resume_window;
     int upgrade_signal;
     unsigned flags;
     handoff_log_fn log;
@@ -117,6 +118,9 @@ struct handoff {
     /* successor after hand-over, reaped if it dies while we drain */
     pid_t succ_pid;
     int succ_pidfd;
+    uint64_t handover_at;    /* when the successor became ready */
+    uint64_t hammer_at;      /* drain deadline (HANDOFF_NO_TIMEOUT: none) */
+    bool window_over;        /* the resume window has passed */
 
     atomic_ulong conns;
     atomic_bool draining;    /* DRAIN delivered: conn_end wakes the loop */

@@ -416,6 +416,8 @@ static void handover(handoff_t *h)
     (void)handoff__epoll_add(h, h->succ_pidfd, HF_TAG_SUCC_PIDFD);
     child_forget(h);
     h->handed_over = true;
+    h->handover_at = handoff_now_usec();
+    h->window_over = false;
     /* systemd first, then the pid file: whoever sees the new pid in the
      * pid file (and signals it) acts after systemd already knows it. */
     handoff__notify(h, "MAINPID=%ld\nREADY=1\nSTATUS=Generation %u (pid %ld) serving",
@@ -505,6 +507,24 @@ void handoff__succ_reap(handoff_t *h)
     h->succ_pid = 0;
     handoff__log(h, HANDOFF_LOG_WARNING, "successor pid %ld %s while we were draining",
                  (long)ev.pid, st);
+    if (h->handed_over && h->resume_window && !h->window_over && h->state == HF_DRAINING &&
+        !h->stop_pending && handoff_now_usec() < h->handover_at + h->resume_window) {
+        /* Rollback: the new version died right after taking over. We still
+         * hold the same listening sockets, so take the service back. */
+        h->state = HF_SERVING;
+        h->handed_over = false;
+        h->drain_delivered = false;
+        h->term_count = 0;
+        atomic_store(&h->draining, false);
+        (void)handoff__timer_arm(h, HF_TIMER_NONE, 0);
+        handoff__notify(h, "MAINPID=%ld\nREADY=1\nSTATUS=Successor pid %ld %s; generation %u serving again",
+                        (long)getpid(), (long)ev.pid, st, h->generation);
+        handoff__pidfile_update(h, getpid());
+        ev.type = HANDOFF_EVENT_RESUME;
+        handoff__log(h, HANDOFF_LOG_WARNING, "generation %u resumes serving", h->generation);
+        handoff__push_event(h, &ev, "successor pid %ld %s; serving again", (long)ev.pid, st);
+        return;
+    }
     handoff__push_event(h, &ev, "successor pid %ld %s", (long)ev.pid, st);
 }
 

@@ -638,7 +638,48 @@ def case_add_drop_listeners():
         fail("generation 2 holds %d sockets, want 2: %s" % (len(socks), fd_targets(g2)))
 
 
+def case_successor_crash():
+    """A new version that crashes right after becoming ready: with a resume
+    window the old generation takes the service back; connections that
+    arrived meanwhile wait in the kernel's queue and are served."""
+    port = free_port()
+    conf = os.path.join(TMP, "args")
+    pidfile = os.path.join(TMP, "server.pid")
+    base = "--listen 127.0.0.1:%d --pid-file %s --resume-window 5" % (port, pidfile)
+    with open(conf, "w") as f:
+        f.write(base)
+    script = os.path.join(TMP, "server")
+    with open(script, "w") as f:
+        f.write('#!/bin/bash\nexec -a "$0" %s $(cat %s)\n' % (ECHO, conf))
+    os.chmod(script, 0o755)
+    srv = Server([], argv0=script, pidfile=pidfile)
+    g1 = srv.wait_ready()
+    load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
+    time.sleep(0.2)
+    with open(conf, "w") as f:
+        f.write(base + " --crash-after-ready 300")
+    os.kill(g1, signal.SIGHUP)
+    g2 = wait_until(lambda: (lambda p: p if p != g1 and alive(p) else 0)(srv.pid()), 10,
+                    "the crashing version to take over")
+    wait_until(lambda: srv.pid() == g1, 10, "generation 1 to take the service back")
+    if not alive(g1):
+        fail("generation 1 exited")
+    wait_until(lambda: not alive(g2) and proc_state(g2) is None, 5, "the crashed successor to be reaped")
+    if "resume" not in srv.logtext():
+        fail("no resume event logged")
+    time.sleep(0.3)
+    # The next upgrade (a good version) works as usual.
+    with open(conf, "w") as f:
+        f.write(base)
+    _, g3 = srv.restart()
+    time.sleep(0.2)
+    check_load(load, 50)
+    log("  generation 2 (pid %d) crashed 300 ms after taking over; generation 1 (pid %d) "
+        "resumed; then upgraded to pid %d" % (g2, g1, g3))
+
+
 CASES = {
+    "successor-crash": case_successor_crash,
     "add-drop-listeners": case_add_drop_listeners,
     "restart-100": case_restart_100,
     "fd-leak": case_fd_leak,

@@ -645,6 +645,56 @@ def case_unix_socket(tmp):
         sup.kill()
 
 
+def case_concurrent_reload(tmp):
+    """Reloads asked for during a reload wait for it, then share one reload
+    of their own: every caller gets 0 once a generation that started after
+    its request is ready."""
+    port = free_port()
+    sup = Supervisor(tmp, echo_cmd(port), listen=[f"127.0.0.1:{port}"],
+                     extra=["--nonblock", "--ready-delay", "0.6"])
+    try:
+        sup.wait_ready()
+        results = {}
+
+        def reload(k):
+            results[k] = sup.ctl("reload")
+        first = threading.Thread(target=reload, args=(0,))
+        first.start()
+        wait_until(lambda: "generation 2: starting" in sup.status(), 5, "the first reload to start")
+        later = [threading.Thread(target=reload, args=(k,)) for k in (1, 2, 3)]
+        for t in later:
+            t.start()
+        for t in [first] + later:
+            t.join(30)
+        log(f"answers: {[(k, v[0], v[1].strip()) for k, v in sorted(results.items())]}")
+        check(all(v[0] == 0 for v in results.values()), f"{results}")
+        check("generation 2 ready" in results[0][1], results[0][1])
+        check(all("generation 3 ready" in results[k][1] for k in (1, 2, 3)), f"{results}")
+        check("reloads: 2 ok" in sup.status(), sup.status())
+    finally:
+        sup.kill()
+
+
+def case_max_draining(tmp):
+    """Old generations that never finish draining are capped by
+    --max-draining: the oldest is killed, with its process group."""
+    sup = Supervisor(tmp, ["/bin/sh", "-c", "trap '' TERM; sleep 60 & wait; wait"],
+                     extra=["--ready-delay", "0.05", "--max-draining", "2", "--drain-timeout", "60"])
+    try:
+        sup.wait_ready()
+        reload_many(sup, 5, pause=0.1)
+        time.sleep(0.3)
+        st = sup.status()
+        draining = re.findall(r"generation (\d+): draining", st)
+        log(f"draining generations: {draining}")
+        check(sorted(draining) == ["4", "5"], st)
+        check(sup.log().count("(--max-draining 2): killing generation") == 3, sup.log())
+        procs = descendants(sup.pid)
+        check(len(procs) == 6, f"expected 3 generations x (sh + sleep), found {procs}")
+    finally:
+        sup.kill()
+
+
 # ---------------------------------------------------------------- real servers
 
 def http_get(port, path="/", timeout=5):
@@ -789,6 +839,8 @@ CASES = {
     "socket-activation": case_socket_activation,
     "orphans": case_orphans,
     "unix-socket": case_unix_socket,
+    "concurrent-reload": case_concurrent_reload,
+    "max-draining": case_max_draining,
     "starlet": case_starlet,
     "gunicorn": case_gunicorn,
     "hello-wrk": case_hello_wrk,

@@ -22,6 +22,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,7 +37,7 @@ struct conn {
     char buf[BUF];
 };
 
-enum { TAG_HANDOFF = -1 };
+enum { TAG_HANDOFF = -1, TAG_PAUSE = -2 };
 
 static struct {
     handoff_t *h;
@@ -45,6 +46,8 @@ static struct {
     int ludp[MAX_LISTEN];
     int nl;
     int draining;
+    int paused;
+    int pause_tfd;
     const char *exec_on_usr1;
     int verbose;
 } S;
@@ -106,10 +109,25 @@ static int conn_io(struct conn *c)
     }
 }
 
+static void stop_accepting(void);
+
 static void accept_all(int lfd)
 {
     for (;;) {
         int fd = handoff_accept(S.h, lfd, 1);
+        if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
+            /* Out of fds: the connection stays queued in the kernel. Pause
+             * accepting for a moment instead of spinning on a listener
+             * that stays readable. */
+            if (!S.paused) {
+                fprintf(stderr, "echo[%d]: accept: %s; pausing 50 ms\n", getpid(), strerror(-fd));
+                stop_accepting();
+                struct itimerspec its = {{0, 0}, {0, 50 * 1000 * 1000}};
+                (void)timerfd_settime(S.pause_tfd, 0, &its, NULL);
+                S.paused = 1;
+            }
+            return;
+        }
         if (fd < 0) {
             if (fd != -EAGAIN && fd != -ECONNABORTED)
                 fprintf(stderr, "echo[%d]: accept: %s\n", getpid(), strerror(-fd));
@@ -193,13 +211,15 @@ static int on_handoff(void)
                     ev.message);
         switch (ev.type) {
         case HANDOFF_EVENT_DRAIN:
-            stop_accepting();
+            if (!S.paused)
+                stop_accepting();
             S.draining = 1;
             break;
         case HANDOFF_EVENT_RESUME:
             /* The new version died right after taking over: serve again. */
-            start_accepting();
             S.draining = 0;
+            if (!S.paused)
+                start_accepting();
             break;
         case HANDOFF_EVENT_STOP:
             return 1;
@@ -304,6 +324,9 @@ int main(int argc, char **argv)
     S.ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event e = {.events = EPOLLIN, .data.u64 = (uint64_t)TAG_HANDOFF};
     (void)epoll_ctl(S.ep, EPOLL_CTL_ADD, handoff_event_fd(S.h), &e);
+    S.pause_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    e.data.u64 = (uint64_t)TAG_PAUSE;
+    (void)epoll_ctl(S.ep, EPOLL_CTL_ADD, S.pause_tfd, &e);
     for (int i = 0; i < nspecs; i++) {
         int fd = handoff_listen(S.h, NULL, specs[i], NULL);
         if (fd < 0) {
@@ -342,6 +365,12 @@ int main(int argc, char **argv)
             if (v == (uint64_t)TAG_HANDOFF) {
                 if (on_handoff())
                     goto out;
+            } else if (v == (uint64_t)TAG_PAUSE) {
+                uint64_t t;
+                (void)!read(S.pause_tfd, &t, sizeof t);
+                S.paused = 0;
+                if (!S.draining)
+                    start_accepting();
             } else if (IS_LTAG(v)) {
                 int k = (int)(v & 0xffff);
                 if (S.draining)

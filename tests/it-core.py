@@ -678,7 +678,196 @@ def case_successor_crash():
         "resumed; then upgraded to pid %d" % (g2, g1, g3))
 
 
+def case_kill_old_mid_drain():
+    """The old generation is SIGKILLed while draining: only the connection
+    it still held fails (it cannot be saved); the new one serves on."""
+    port = free_port()
+    srv = Server(["127.0.0.1:%d" % port])
+    g1 = srv.wait_ready()
+    held = socket.create_connection(("127.0.0.1", port), timeout=5)
+    held.sendall(b"a")
+    if held.recv(1) != b"a":
+        fail("held connection")
+    load = Load(socket.AF_INET, ("127.0.0.1", port), long_lived=False).start()
+    _, g2 = srv.restart()
+    time.sleep(0.1)
+    if not alive(g1):
+        fail("generation 1 should still be draining the held connection")
+    os.kill(g1, signal.SIGKILL)
+    wait_until(lambda: not alive(g1), 5, "generation 1 to die")
+    try:
+        held.sendall(b"b")
+        got = held.recv(1)
+    except OSError:
+        got = b""
+    if got:
+        fail("the held connection survived SIGKILL of its process?")
+    held.close()
+    time.sleep(0.3)
+    check_load(load, 50)
+    echo_once(port)
+    if srv.pid() != g2:
+        fail("pid file changed")
+    log("  SIGKILL of draining generation 1: exactly its held connection failed; "
+        "generation 2 kept serving")
+
+
+def case_term_during_upgrade():
+    port = free_port()
+    link = os.path.join(TMP, "server")
+    hang = os.path.join(TMP, "hang")
+    make_script(hang, "exec sleep 30")
+    swap_link(link, ECHO)
+    srv = Server(["127.0.0.1:%d" % port], argv0=link)
+    g1 = srv.wait_ready()
+    swap_link(link, hang)
+    os.kill(g1, signal.SIGHUP)
+    kid = wait_until(lambda: [c for c, st in children_of(g1) if st != "Z"], 5, "the successor")[0]
+    os.kill(g1, signal.SIGTERM)
+    wait_until(lambda: not alive(g1), 10, "generation 1 to shut down")
+    if proc_state(kid) is not None:
+        fail("the pending successor %d was left behind (%s)" % (kid, proc_state(kid)))
+    rc = srv.p.wait(timeout=5)
+    if rc != 0:
+        fail("exit status %s" % rc)
+    log("  SIGTERM during an upgrade: pending successor killed and reaped; clean exit 0")
+
+
+def case_hup_during_shutdown():
+    port = free_port()
+    srv = Server(["127.0.0.1:%d" % port])
+    g1 = srv.wait_ready()
+    held = socket.create_connection(("127.0.0.1", port), timeout=5)
+    held.sendall(b"x")
+    held.recv(1)
+    os.kill(g1, signal.SIGTERM)
+    time.sleep(0.1)
+    for _ in range(5):
+        os.kill(g1, signal.SIGHUP)
+    time.sleep(0.3)
+    kids = children_of(g1)
+    if kids:
+        fail("SIGHUP during shutdown spawned %s" % kids)
+    held.sendall(b"y")  # the drain lets the held connection finish its work
+    if held.recv(1) != b"y":
+        fail("held connection broken during the drain")
+    held.close()
+    wait_until(lambda: not alive(g1), 10, "generation 1 to finish draining")
+    log("  SIGHUP x5 during a drain: ignored; the drain completed")
+
+
+def case_hup_storm():
+    """1,000 SIGHUPs within a second, under load."""
+    port = free_port()
+    srv = Server(["127.0.0.1:%d" % port])
+    srv.wait_ready()
+    load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
+    t0 = time.monotonic()
+    sent = 0
+    while sent < 1000:
+        pid = srv.pid()
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            pass
+        sent += 1
+        # spread over ~1 s
+        target = t0 + sent / 1000.0
+        d = target - time.monotonic()
+        if d > 0:
+            time.sleep(d)
+    el = time.monotonic() - t0
+    time.sleep(0.5)
+    check_load(load, 100)
+    live = srv.settle(30)
+    z = zombies_under(srv.seen)
+    echo_once(port)
+    log("  1000 SIGHUPs in %.2fs: %d generations, one serving (%d), zombies %s"
+        % (el, len(srv.seen), live, z))
+    if z:
+        fail("zombies: %s" % z)
+
+
+def case_pidfile_unwritable():
+    port = free_port()
+    d = os.path.join(TMP, "ro")
+    os.makedirs(d)
+    os.chmod(d, 0o555)
+    bad = os.path.join(d, "x.pid") if os.geteuid() != 0 else "/proc/handoff-no-such-dir/x.pid"
+    argv = [ECHO, "--listen", "127.0.0.1:%d" % port, "--pid-file", bad]
+    logp = os.path.join(TMP, "log")
+    with open(logp, "w") as lf:
+        p = subprocess.Popen(argv, stdout=lf, stderr=lf, start_new_session=True)
+    try:
+        wait_until(lambda: "cannot write pid file" in open(logp).read(), 5, "the warning")
+        echo_once(port)
+        os.kill(p.pid, signal.SIGHUP)
+        time.sleep(0.5)
+        echo_once(port)
+        log("  unwritable pid file %s: warned, served, restarted" % bad)
+    finally:
+        for c, _ in children_of(p.pid):
+            os.kill(c, signal.SIGKILL)
+        p.kill()
+        p.wait()
+        subprocess.run(["pkill", "-KILL", "-f", "--", "--pid-file %s" % bad])
+
+
+def case_notify_nowhere():
+    port = free_port()
+    srv = Server(["127.0.0.1:%d" % port], env={"NOTIFY_SOCKET": "/nonexistent/notify.sock"})
+    srv.wait_ready()
+    load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
+    for _ in range(3):
+        srv.restart()
+    check_load(load, 20)
+    if "sd_notify to /nonexistent/notify.sock failed" not in srv.logtext():
+        fail("no warning about NOTIFY_SOCKET")
+    log("  NOTIFY_SOCKET pointing nowhere: warnings only; 3 restarts under load, no failure")
+
+
+def case_fd_limit():
+    """RLIMIT_NOFILE exhausted while accepting: connections beyond the
+    limit wait in the kernel's queue, the server does not spin, and all of
+    them are served once fds free up."""
+    port = free_port()
+    srv = Server(["127.0.0.1:%d" % port], prefix=["prlimit", "--nofile=24:24", "--"])
+    pid = srv.wait_ready()
+    held = []
+    for i in range(40):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        held.append(s)
+    t0 = time.monotonic()
+    cpu0 = sum(int(x) for x in open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[11:13])
+    time.sleep(1.0)
+    cpu1 = sum(int(x) for x in open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[11:13])
+    ticks = os.sysconf("SC_CLK_TCK")
+    busy = (cpu1 - cpu0) / ticks / (time.monotonic() - t0)
+    if "Too many open files" not in srv.logtext():
+        fail("the fd limit was not reached")
+    # Every held connection is eventually served: close them one by one
+    # from the front, which frees fds for the queued ones.
+    for i, s in enumerate(held):
+        s.sendall(b"z")
+        s.settimeout(10)
+        if s.recv(1) != b"z":
+            fail("connection %d not served" % i)
+        s.close()
+    echo_once(port)
+    log("  40 connections against a limit of 24 fds: server CPU %.0f%% while saturated; "
+        "all 40 served as fds freed" % (busy * 100))
+    if busy > 0.5:
+        fail("the server spins at the fd limit (%.0f%% CPU)" % (busy * 100))
+
+
 CASES = {
+    "fd-limit": case_fd_limit,
+    "kill-old-mid-drain": case_kill_old_mid_drain,
+    "term-during-upgrade": case_term_during_upgrade,
+    "hup-during-shutdown": case_hup_during_shutdown,
+    "hup-storm": case_hup_storm,
+    "pidfile-unwritable": case_pidfile_unwritable,
+    "notify-nowhere": case_notify_nowhere,
     "successor-crash": case_successor_crash,
     "add-drop-listeners": case_add_drop_listeners,
     "restart-100": case_restart_100,

@@ -86,7 +86,7 @@ def proc_state(pid):
 class Supervisor:
     """One `handoff run` with its own directory, control socket and log."""
 
-    def __init__(self, tmp, command, listen=(), extra=(), env=None, name="sup"):
+    def __init__(self, tmp, command, listen=(), extra=(), env=None, name="sup", pass_fds=()):
         self.tmp = tmp
         self.control = os.path.join(tmp, f"{name}.sock")
         self.pidfile = os.path.join(tmp, f"{name}.pid")
@@ -101,7 +101,7 @@ class Supervisor:
         if env:
             e.update(env)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf,
-                                     stderr=subprocess.STDOUT, env=e)
+                                     stderr=subprocess.STDOUT, env=e, pass_fds=pass_fds)
         self.pid = self.proc.pid
 
     def ctl(self, cmd, timeout=60, user=None, extra=()):
@@ -161,6 +161,16 @@ class Supervisor:
             self.proc.kill()
             self.proc.wait(10)
         self.logf.close()
+        # Sanitizer builds: a report from the supervisor or a worker fails
+        # the case even if everything else went well.
+        text = self.log_text()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in text:
+                raise Fail(f"sanitizer report in the supervisor's log:\n{text[text.index(marker) - 200:][:3000]}")
+
+    def log_text(self):
+        with open(self.logpath) as f:
+            return f.read()
 
 
 # ---------------------------------------------------------------- load
@@ -523,10 +533,18 @@ time.sleep(60)
     sd_path = os.path.join(tmp, "systemd-notify.sock")
     sd.bind(sd_path)
     sd.settimeout(10)
+    # An fd the supervisor inherits without O_CLOEXEC, right where a
+    # worker's fds end: it must not reach the worker.
+    r, w = os.pipe()
+    stray = os.dup2(r, 6)
+    os.set_inheritable(stray, True)
     sup = Supervisor(tmp, [sys.executable, dumper],
                      listen=[f"web=127.0.0.1:{p1}", f"[::1]:{p2}" if socket.has_ipv6 else f"127.0.0.1:{p2}",
                              f"unix:{tmp}/u.sock"],
-                     env={"NOTIFY_SOCKET": sd_path, "HANDOFF_SECRET": "x", "SERVER_STARTER_PORT": "bogus"})
+                     env={"NOTIFY_SOCKET": sd_path, "HANDOFF_SECRET": "x", "SERVER_STARTER_PORT": "bogus"},
+                     pass_fds=(stray,))
+    for fd in (r, w, stray):
+        os.close(fd)
     try:
         msg = sd.recv(4096).decode()
         check("READY=1" in msg, f"supervisor's READY=1: {msg!r}")

@@ -161,7 +161,7 @@ static void put_pid(char *dst, long v)
 /* Between fork and exec: async-signal-safe calls only. */
 __attribute__((noreturn)) static void child_exec(struct plan *p, int errfd)
 {
-    int top = HANDOFF_LISTEN_FDS_START + p->n + 1;
+    int top = HANDOFF_LISTEN_FDS_START + p->n;
     int err;
 
     (void)setpgid(0, 0);
@@ -183,7 +183,8 @@ __attribute__((noreturn)) static void child_exec(struct plan *p, int errfd)
     for (int i = 0; i < p->n; i++)
         if (dup2(p->src[i], HANDOFF_LISTEN_FDS_START + i) < 0)
             goto fail;
-    /* Belt and braces: nothing else may leak into the command. */
+    /* Nothing else reaches the command, not even an fd the supervisor
+     * itself inherited without O_CLOEXEC. */
     (void)syscall(SYS_close_range, (unsigned)top, ~0U, CLOSE_RANGE_CLOEXEC);
     if (p->pid_digits)
         put_pid(p->pid_digits, (long)getpid());

@@ -339,7 +339,12 @@ def case_failed_reload(tmp):
     script = (f'if [ -e {flag} ]; then echo "start-up failure" >&2; exit 3; fi; '
               f'if [ -e {hang} ]; then exec sleep 30; fi; exec "$0" "$@"')
     cmd = ["/bin/sh", "-c", script, *echo_cmd(port)]
-    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"], extra=["--nonblock", "--ready-timeout", "1"])
+    sd_path = os.path.join(tmp, "notify.sock")
+    sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sd.bind(sd_path)
+    sd.settimeout(10)
+    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"], extra=["--nonblock", "--ready-timeout", "1"],
+                     env={"NOTIFY_SOCKET": sd_path})
     try:
         sup.wait_ready()
         before = sup.worker_pids()
@@ -351,6 +356,9 @@ def case_failed_reload(tmp):
             check(rc == 1, f"reload should fail with 1, got {rc}: {out} {err}")
             check("exited with status 3" in err and "before it was ready" in err, err)
             check("keeps serving" in err, err)
+            msgs = [sd.recv(4096).decode() for _ in range(3)]
+            check(msgs[0].startswith("READY=1") and "RELOADING=1" in msgs[1], msgs)
+            check(msgs[2].startswith("READY=1\nSTATUS=reload failed: generation 2 failed"), msgs)
             os.unlink(flag)
             open(hang, "w").close()
             t0 = time.monotonic()
@@ -372,6 +380,7 @@ def case_failed_reload(tmp):
         check(rc == 0, f"a good reload after the failures failed: {err}")
     finally:
         sup.kill()
+        sd.close()
 
 
 def case_crash_restart(tmp):
@@ -663,6 +672,26 @@ def case_unix_socket(tmp):
         sup.kill()
 
 
+def case_forward_signal(tmp):
+    """--forward signals (default USR1,USR2,WINCH) reach the current
+    generation; the supervisor never sends SIGHUP to a worker."""
+    port = free_port()
+    mark = os.path.join(tmp, "usr1")
+    sup = Supervisor(tmp, echo_cmd(port, ["--exec-on-usr1", f"echo $$ >> {mark}"]),
+                     listen=[f"127.0.0.1:{port}"], extra=["--nonblock"])
+    try:
+        sup.wait_ready()
+        (pid,) = sup.worker_pids()
+        os.kill(sup.pid, signal.SIGUSR1)
+        wait_until(lambda: os.path.exists(mark), 10, "the worker to get SIGUSR1")
+        check("forwarded SIGUSR1 to 1 process" in sup.log(), sup.log())
+        check(sup.worker_pids() == [pid], "the worker changed")
+        os.kill(sup.pid, signal.SIGHUP)
+        wait_until(lambda: "generation 2: active" in sup.status(), 10, "the SIGHUP reload")
+    finally:
+        sup.kill()
+
+
 def case_concurrent_reload(tmp):
     """Reloads asked for during a reload wait for it, then share one reload
     of their own: every caller gets 0 once a generation that started after
@@ -858,6 +887,7 @@ CASES = {
     "orphans": case_orphans,
     "unix-socket": case_unix_socket,
     "concurrent-reload": case_concurrent_reload,
+    "forward-signal": case_forward_signal,
     "max-draining": case_max_draining,
     "starlet": case_starlet,
     "gunicorn": case_gunicorn,

@@ -307,6 +307,8 @@ static bool all_cur_ready(void)
     return true;
 }
 
+static void first_ready_check(uint64_t now);
+
 /* ---- reloads ---- */
 
 static void reload_finish(bool ok, const char *msg)
@@ -422,6 +424,7 @@ static void reload_succeeded(uint64_t now)
     log_info("%s%s", msg, old);
     S.reloads_ok++;
     enforce_max_draining(now);
+    first_ready_check(now); /* a reload may end the first start-up */
     reload_finish(true, msg);
 }
 

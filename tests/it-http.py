@@ -124,6 +124,7 @@ class Conn:
 
     def __init__(self, port, tls=False, timeout=5.0, alpn=None):
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if tls:
             ctx = ssl.create_default_context()
             ctx.check_hostname = False

@@ -625,6 +625,7 @@ static void idle_close(struct hs_conn *c)
 /* c's timer (class cls, already removed) expired. */
 void hs_conn_timeout(struct hs_conn *c, int cls)
 {
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
     switch (cls) {
     case HS_T_READ:
         if (c->state == HS_C_BODY || (c->state == HS_C_HEAD && c->rlen > c->rstart)) {
@@ -636,6 +637,12 @@ void hs_conn_timeout(struct hs_conn *c, int cls)
         return;
     case HS_T_IDLE:
         idle_close(c);
+        return;
+    case HS_T_WRITE:
+        /* The client stopped reading: drop what the kernel still holds
+         * for it too (a reset) rather than trickle it out after close. */
+        (void)setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        hs_conn_close(c);
         return;
     default:
         hs_conn_close(c);

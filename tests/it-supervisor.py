@@ -552,7 +552,7 @@ time.sleep(60)
                              f"unix:{tmp}/u.sock"],
                      env={"NOTIFY_SOCKET": sd_path, "HANDOFF_SECRET": "x", "SERVER_STARTER_PORT": "bogus"},
                      pass_fds=(stray,))
-    for fd in (r, w, stray):
+    for fd in {r, w, stray}:
         os.close(fd)
     try:
         msg = sd.recv(4096).decode()

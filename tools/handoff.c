@@ -303,7 +303,7 @@ int main(int argc, char **argv)
         .forward = (uint64_t)1 << SIGUSR1 | (uint64_t)1 << SIGUSR2 | (uint64_t)1 << SIGWINCH,
         .verbosity = 1,
     };
-    const char *cmd;
+    char cmd[64];
     uint64_t timeout = 0;
     int r;
 
@@ -313,7 +313,7 @@ int main(int argc, char **argv)
         cfg.control = getenv("HANDOFF_CONTROL");
     if (argc < 2)
         return usage_error("a command is needed: run, reload, status or stop");
-    cmd = argv[1];
+    (void)snprintf(cmd, sizeof cmd, "%s", argv[1]);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         (void)fputs(usage_text, stdout);
         return EXIT_OK;
@@ -323,6 +323,10 @@ int main(int argc, char **argv)
                      HANDOFF_VERSION_PATCH);
         return EXIT_OK;
     }
+    /* getopt names argv[0] in its messages: "handoff run: ..." */
+    char prog[80];
+    (void)snprintf(prog, sizeof prog, "handoff %s", cmd);
+    argv[1] = prog;
     if (strcmp(cmd, "run") == 0) {
         r = cmd_run(argc - 1, argv + 1, &cfg);
     } else if (strcmp(cmd, "reload") == 0 || strcmp(cmd, "status") == 0 || strcmp(cmd, "stop") == 0) {

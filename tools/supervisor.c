@@ -23,7 +23,7 @@
  * All waiting is on one epoll set: a signalfd, the notify socket, the
  * control socket; timeouts come from the earliest deadline of the state.
  */
-#include "tool.h"
+#include "supervisor.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -43,94 +43,24 @@
 #define TAG_CTL_LISTEN ((uint64_t)3 << 32)
 #define TAG_CTL_CONN ((uint64_t)4 << 32)
 
-enum pstate {
-    PS_STARTING, /* spawned, not ready yet */
-    PS_READY,    /* serving */
-    PS_STOPPING, /* stop signal sent; SIGKILL at deadline */
-    PS_KILLED,   /* SIGKILL sent to its process group */
-    PS_GONE      /* leader reaped; the rest of its group is still running */
-};
+struct supervisor S;
 
-enum pkind { PK_WORKER, PK_CHECK };
+uint64_t deadline_after(uint64_t now, uint64_t timeout)
+{
+    return timeout == HANDOFF_NO_TIMEOUT || now > UINT64_MAX - timeout ? UINT64_MAX : now + timeout;
+}
 
-struct proc {
-    int kind;
-    pid_t pid;           /* leader pid, also the process group id */
-    unsigned gen;
-    int slot;
-    int state;
-    bool alive;          /* leader not reaped yet */
-    bool counts;         /* its exit status becomes the supervisor's */
-    bool failing;        /* killed because its reload failed */
-    uint64_t started, ready_at, stop_at;
-    uint64_t deadline;   /* STARTING: ready timeout; later: SIGKILL time */
-    uint64_t next_check; /* delay mode: ready time; command mode: next try */
-    struct proc *check;  /* running --ready-command */
-    struct proc *owner;  /* PK_CHECK: the worker it checks */
-    unsigned checks;
-    char status[160];    /* last STATUS= it sent */
-};
-
-struct slot {
-    struct proc *cur, *next;
-    unsigned restarts;   /* crash restarts since the slot's last reload */
-    unsigned streak;     /* crashes in a row without a long enough run */
-    uint64_t backoff;
-    uint64_t respawn_at; /* 0: no restart pending */
-    unsigned respawn_gen;
-    char last_failure[256];
-};
-
-struct gen_info {
-    unsigned id;
-    uint64_t started, ready_at, drain_at;
-};
-
-#define NGEN 64
-
-static struct {
-    struct config *cfg;
-    handoff_t *h;
-    int epfd, sigfd, notifyfd;
-    char notify_path[108];
-    struct control *ctl;
-    char control_path[108];
-    struct listener ls[TOOL_MAX_LISTEN];
-    int nls;
-    struct proc **procs;
-    size_t nprocs, cap;
-    struct slot *slots;
-    struct gen_info gens[NGEN];
-    unsigned gen_last;
-    uint64_t start_time;
-    bool ready_sent;
-    /* reloads: requests coalesce into the next one to start */
-    bool reloading, reload_pending;
-    uint64_t reload_seq, next_seq;
-    unsigned reload_gen;
-    uint64_t reload_started;
-    int roll_slot;
-    int failing;          /* processes of a failed reload not reaped yet */
-    char fail_msg[512];
-    unsigned reloads_ok, reloads_failed;
-    char last_failure[512];
-    /* stop */
-    bool stopping;
-    unsigned term_count;
-    int exit_code;
-} S;
-
-static struct gen_info *gen_info(unsigned id)
+struct gen_info *gen_info(unsigned id)
 {
     return &S.gens[id % NGEN];
 }
 
-static const char *dur(uint64_t usec, char *buf, size_t len)
+const char *dur(uint64_t usec, char *buf, size_t len)
 {
     return fmt_duration(usec, buf, len);
 }
 
-__attribute__((format(printf, 1, 2))) static void notify_systemd(const char *fmt, ...)
+void notify_systemd(const char *fmt, ...)
 {
     char msg[768];
     va_list ap;
@@ -142,7 +72,7 @@ __attribute__((format(printf, 1, 2))) static void notify_systemd(const char *fmt
 
 /* ---- the process table ---- */
 
-static struct proc *proc_add(int kind, pid_t pid, unsigned gen, int slot)
+struct proc *proc_add(int kind, pid_t pid, unsigned gen, int slot)
 {
     struct proc *p;
 
@@ -195,7 +125,7 @@ static bool group_alive(pid_t pgid)
     return kill(-pgid, 0) == 0 || errno == EPERM;
 }
 
-static void kill_check(struct proc *p)
+void kill_check(struct proc *p)
 {
     if (p->check) {
         (void)kill(-p->check->pid, SIGKILL);
@@ -204,7 +134,7 @@ static void kill_check(struct proc *p)
     }
 }
 
-static void proc_stop(struct proc *p, uint64_t now)
+void proc_stop(struct proc *p, uint64_t now)
 {
     if (p->state != PS_STARTING && p->state != PS_READY)
         return;
@@ -212,10 +142,10 @@ static void proc_stop(struct proc *p, uint64_t now)
     (void)kill(p->pid, S.cfg->stop_signal);
     p->state = PS_STOPPING;
     p->stop_at = now;
-    p->deadline = S.cfg->drain_timeout == HANDOFF_NO_TIMEOUT ? UINT64_MAX : now + S.cfg->drain_timeout;
+    p->deadline = deadline_after(now, S.cfg->drain_timeout);
 }
 
-static void proc_kill(struct proc *p)
+void proc_kill(struct proc *p)
 {
     kill_check(p);
     (void)kill(-p->pid, SIGKILL);
@@ -226,7 +156,7 @@ static void proc_kill(struct proc *p)
     p->deadline = UINT64_MAX;
 }
 
-static const char *wname(const struct proc *p, char *buf, size_t len)
+const char *wname(const struct proc *p, char *buf, size_t len)
 {
     if (S.cfg->workers > 1)
         (void)snprintf(buf, len, "generation %u worker %d (pid %ld)", p->gen, p->slot, (long)p->pid);
@@ -236,7 +166,7 @@ static const char *wname(const struct proc *p, char *buf, size_t len)
 }
 
 /* The same without the generation, for messages that already name it. */
-static const char *wshort(const struct proc *p, char *buf, size_t len)
+const char *wshort(const struct proc *p, char *buf, size_t len)
 {
     if (S.cfg->workers > 1)
         (void)snprintf(buf, len, "worker %d (pid %ld)", p->slot, (long)p->pid);
@@ -247,7 +177,7 @@ static const char *wshort(const struct proc *p, char *buf, size_t len)
 
 /* ---- starting workers ---- */
 
-static struct proc *start_worker(int slot, unsigned gen, char *err, size_t errlen)
+struct proc *start_worker(int slot, unsigned gen, char *err, size_t errlen)
 {
     uint64_t now = handoff_now_usec();
     pid_t pid = spawn_worker(S.cfg->argv, S.ls, S.nls, S.notify_path, gen, err, errlen);
@@ -299,7 +229,7 @@ static void respawn(int i, uint64_t now)
     }
 }
 
-static bool all_cur_ready(void)
+bool all_cur_ready(void)
 {
     for (int i = 0; i < S.cfg->workers; i++)
         if (!S.slots[i].cur || S.slots[i].cur->state != PS_READY)
@@ -307,246 +237,6 @@ static bool all_cur_ready(void)
     return true;
 }
 
-static void first_ready_check(uint64_t now);
-
-/* ---- reloads ---- */
-
-static void reload_finish(bool ok, const char *msg)
-{
-    S.reloading = false;
-    control_reload_done(S.ctl, S.reload_seq, ok, msg);
-    if (S.ready_sent)
-        notify_systemd("READY=1\nSTATUS=%s%s", ok ? "" : "reload failed: ", msg);
-}
-
-/* Kills the new generation's processes; the answer goes out once they are
- * all reaped (see on_proc_exit()). */
-static void reload_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void reload_fail(const char *fmt, ...)
-{
-    char why[400];
-    int replaced = 0;
-    va_list ap;
-
-    va_start(ap, fmt);
-    (void)vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    for (int i = 0; i < S.cfg->workers; i++) {
-        struct slot *s = &S.slots[i];
-        if (s->cur && s->cur->gen == S.reload_gen)
-            replaced++;
-        if (!s->next)
-            continue;
-        s->next->failing = true;
-        proc_kill(s->next);
-        if (s->next->alive)
-            S.failing++;
-        s->next = NULL;
-    }
-    if (replaced > 0)
-        (void)snprintf(S.fail_msg, sizeof S.fail_msg,
-                       "generation %u failed: %s; %d of %d workers had been replaced (rolling)",
-                       S.reload_gen, why, replaced, S.cfg->workers);
-    else
-        (void)snprintf(S.fail_msg, sizeof S.fail_msg, "generation %u failed: %s; %s", S.reload_gen,
-                       why, S.stopping ? "stopping" : "the current generation keeps serving");
-    (void)snprintf(S.last_failure, sizeof S.last_failure, "%s", S.fail_msg);
-    S.reloads_failed++;
-    log_err("reload: %s", S.fail_msg);
-    if (S.failing == 0)
-        reload_finish(false, S.fail_msg);
-}
-
-static void enforce_max_draining(uint64_t now)
-{
-    for (;;) {
-        unsigned oldest = 0, count = 0, seen[64];
-        for (size_t i = 0; i < S.nprocs; i++) {
-            struct proc *p = S.procs[i];
-            bool dup = false;
-            if (p->kind != PK_WORKER || (p->state != PS_STOPPING && p->state != PS_GONE))
-                continue;
-            for (unsigned k = 0; k < count; k++)
-                dup |= seen[k] == p->gen;
-            if (!dup && count < 64)
-                seen[count++] = p->gen;
-            if (!oldest || p->gen < oldest)
-                oldest = p->gen;
-        }
-        if ((int)count <= S.cfg->max_draining)
-            return;
-        char d[32];
-        log_warn("%u generations draining (--max-draining %d): killing generation %u after %s",
-                 count, S.cfg->max_draining, oldest,
-                 dur(now - gen_info(oldest)->drain_at, d, sizeof d));
-        for (size_t i = 0; i < S.nprocs; i++) {
-            struct proc *p = S.procs[i];
-            if (p->kind == PK_WORKER && p->gen == oldest && (p->state == PS_STOPPING || p->state == PS_GONE))
-                proc_kill(p);
-        }
-    }
-}
-
-/* Slot i's next process is ready: it becomes current; the old one drains. */
-static void commit_slot(int i, uint64_t now)
-{
-    struct slot *s = &S.slots[i];
-    struct proc *old = s->cur;
-
-    s->cur = s->next;
-    s->next = NULL;
-    s->respawn_at = 0;
-    s->streak = 0;
-    s->restarts = 0;
-    s->backoff = S.cfg->backoff_min;
-    s->last_failure[0] = '\0';
-    if (old) {
-        gen_info(old->gen)->drain_at = now;
-        proc_stop(old, now);
-    }
-}
-
-static void reload_succeeded(uint64_t now)
-{
-    struct gen_info *g = gen_info(S.reload_gen);
-    char d[32], msg[256], old[64] = "";
-    unsigned prev = 0;
-
-    g->ready_at = now;
-    for (size_t i = 0; i < S.nprocs; i++)
-        if (S.procs[i]->kind == PK_WORKER && S.procs[i]->state == PS_STOPPING &&
-            S.procs[i]->stop_at == now && S.procs[i]->gen > prev)
-            prev = S.procs[i]->gen;
-    if (prev)
-        (void)snprintf(old, sizeof old, "; generation %u draining", prev);
-    (void)snprintf(msg, sizeof msg, "generation %u ready in %s", S.reload_gen,
-                   dur(now - S.reload_started, d, sizeof d));
-    log_info("%s%s", msg, old);
-    S.reloads_ok++;
-    enforce_max_draining(now);
-    first_ready_check(now); /* a reload may end the first start-up */
-    reload_finish(true, msg);
-}
-
-static void reload_start(uint64_t now)
-{
-    char err[300];
-    int first = 0, last = S.cfg->workers;
-
-    S.reload_pending = false;
-    S.reloading = true;
-    S.reload_seq = S.next_seq++;
-    S.reload_gen = ++S.gen_last;
-    S.reload_started = now;
-    S.fail_msg[0] = '\0';
-    *gen_info(S.reload_gen) = (struct gen_info){.id = S.reload_gen, .started = now};
-    if (S.ready_sent)
-        notify_systemd("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading: starting generation %u",
-                       (unsigned long long)now, S.reload_gen);
-    log_info("reload: starting generation %u%s", S.reload_gen, S.cfg->rolling ? " (rolling)" : "");
-    if (S.cfg->rolling) {
-        S.roll_slot = 0;
-        last = 1;
-    }
-    for (int i = first; i < last; i++) {
-        S.slots[i].next = start_worker(i, S.reload_gen, err, sizeof err);
-        if (!S.slots[i].next) {
-            reload_fail("%s", err);
-            return;
-        }
-    }
-}
-
-/* ---- readiness ---- */
-
-static void first_ready_check(uint64_t now)
-{
-    char d[32];
-    if (S.ready_sent || !all_cur_ready())
-        return;
-    S.ready_sent = true;
-    unsigned g = S.slots[0].cur->gen;
-    gen_info(g)->ready_at = now;
-    log_info("generation %u ready in %s (%d worker%s); supervisor ready", g,
-             dur(now - S.start_time, d, sizeof d), S.cfg->workers, S.cfg->workers > 1 ? "s" : "");
-    notify_systemd("READY=1\nSTATUS=generation %u serving", g);
-}
-
-static void proc_ready(struct proc *p, uint64_t now, const char *how)
-{
-    struct slot *s = &S.slots[p->slot];
-    char d[32], nm[96];
-
-    p->state = PS_READY;
-    p->ready_at = now;
-    p->deadline = UINT64_MAX;
-    kill_check(p);
-    log_debug("%s ready (%s) in %s", wname(p, nm, sizeof nm), how, dur(now - p->started, d, sizeof d));
-    if (s->next == p) {
-        if (S.cfg->rolling) {
-            commit_slot(p->slot, now);
-            log_info("generation %u worker %d ready in %s (rolling %d/%d)", p->gen, p->slot,
-                     dur(now - p->started, d, sizeof d), p->slot + 1, S.cfg->workers);
-            if (++S.roll_slot < S.cfg->workers) {
-                char err[300];
-                struct slot *n = &S.slots[S.roll_slot];
-                n->next = start_worker(S.roll_slot, S.reload_gen, err, sizeof err);
-                if (!n->next)
-                    reload_fail("%s", err);
-                return;
-            }
-            reload_succeeded(now);
-            return;
-        }
-        for (int i = 0; i < S.cfg->workers; i++)
-            if (!S.slots[i].next || S.slots[i].next->state != PS_READY)
-                return;
-        for (int i = 0; i < S.cfg->workers; i++)
-            commit_slot(i, now);
-        reload_succeeded(now);
-        return;
-    }
-    if (s->cur == p && s->restarts > 0 && S.ready_sent) {
-        log_info("%s is back (restart %u) and ready in %s", wname(p, nm, sizeof nm), s->restarts,
-                 dur(now - p->started, d, sizeof d));
-        if (all_cur_ready() && !S.reloading)
-            notify_systemd("STATUS=generation %u serving", p->gen);
-    }
-    first_ready_check(now);
-}
-
-static void on_notify(uint64_t now)
-{
-    struct notify_msg m;
-    int r;
-
-    for (int n = 0; n < 64 && (r = notify_read(S.notifyfd, &m)) > 0; n++) {
-        struct proc *w = NULL;
-        for (size_t i = 0; i < S.nprocs && !w; i++) {
-            struct proc *p = S.procs[i];
-            if (p->kind == PK_WORKER && p->alive && p->pid == m.pid)
-                w = p;
-        }
-        for (size_t i = 0; i < S.nprocs && !w; i++) {
-            struct proc *p = S.procs[i];
-            if (p->kind == PK_WORKER && p->alive && pid_descends_from(m.pid, p->pid))
-                w = p;
-        }
-        if (!w) {
-            log_debug("ignoring a notification from pid %ld (not a worker)", (long)m.pid);
-            continue;
-        }
-        if (m.has_status)
-            (void)snprintf(w->status, sizeof w->status, "%s", m.status);
-        if (m.extend_usec && w->state == PS_STARTING && now + m.extend_usec > w->deadline)
-            w->deadline = now + m.extend_usec;
-        if (m.ready && w->state == PS_STARTING && S.cfg->ready_mode == READY_NOTIFY) {
-            char how[64];
-            (void)snprintf(how, sizeof how, "READY=1 from pid %ld", (long)m.pid);
-            proc_ready(w, now, how);
-        }
-    }
-}
 
 /* ---- exits ---- */
 
@@ -626,7 +316,7 @@ static void on_proc_exit(struct proc *p, int status, uint64_t now)
         if (p->state == PS_STARTING || p->state == PS_READY) {
             (void)kill(-p->pid, S.cfg->stop_signal);
             p->stop_at = now;
-            p->deadline = now + S.cfg->drain_timeout;
+            p->deadline = deadline_after(now, S.cfg->drain_timeout);
         }
         if (p->state == PS_KILLED)
             (void)kill(-p->pid, SIGKILL);
@@ -851,119 +541,6 @@ static void on_timers(uint64_t now)
             respawn(i, now);
 }
 
-/* ---- status ---- */
-
-__attribute__((format(printf, 4, 5))) static size_t put(char *buf, size_t len, size_t off,
-                                                        const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (off >= len)
-        return off;
-    va_start(ap, fmt);
-    n = vsnprintf(buf + off, len - off, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return off;
-    return off + (size_t)n >= len ? len - 1 : off + (size_t)n;
-}
-
-static const char *state_name(const struct proc *p)
-{
-    switch (p->state) {
-    case PS_STARTING: return "starting";
-    case PS_READY: return "ready";
-    case PS_STOPPING: return "draining";
-    case PS_KILLED: return "killed";
-    default: return "leftovers";
-    }
-}
-
-size_t sup_status(char *buf, size_t len)
-{
-    uint64_t now = handoff_now_usec();
-    unsigned gens[128], ng = 0;
-    char d[32], d2[32];
-    size_t o = 0;
-
-    o = put(buf, len, o, "supervisor: pid %ld, up %s, %s\n", (long)getpid(),
-            dur(now - S.start_time, d, sizeof d),
-            S.stopping ? "stopping" : S.reloading ? "reloading" : S.ready_sent ? "ready" : "starting");
-    o = put(buf, len, o, "command:");
-    for (char **a = S.cfg->argv; *a; a++)
-        o = put(buf, len, o, " %s", *a);
-    o = put(buf, len, o, "\n");
-    for (int i = 0; i < S.nls; i++)
-        o = put(buf, len, o, "listen: fd %d %s %s\n", HANDOFF_LISTEN_FDS_START + i, S.ls[i].name,
-                S.ls[i].spec);
-    /* Generations, newest first: those of any process or pending restart. */
-    for (size_t i = 0; i < S.nprocs; i++)
-        if (S.procs[i]->kind == PK_WORKER && ng < 128)
-            gens[ng++] = S.procs[i]->gen;
-    for (int i = 0; i < S.cfg->workers; i++)
-        if (S.slots[i].respawn_at && ng < 128)
-            gens[ng++] = S.slots[i].respawn_gen;
-    for (unsigned pass = 0; pass < ng; pass++) {
-        unsigned g = 0;
-        for (unsigned k = 0; k < ng; k++)
-            if (gens[k] > g)
-                g = gens[k];
-        if (!g)
-            break;
-        for (unsigned k = 0; k < ng; k++)
-            if (gens[k] == g)
-                gens[k] = 0;
-        struct gen_info *gi = gen_info(g);
-        bool active = false, draining = false, starting = S.reloading && g == S.reload_gen;
-        for (int i = 0; i < S.cfg->workers; i++)
-            active |= (S.slots[i].cur && S.slots[i].cur->gen == g) ||
-                      (S.slots[i].respawn_at && S.slots[i].respawn_gen == g);
-        for (size_t i = 0; i < S.nprocs; i++)
-            draining |= S.procs[i]->kind == PK_WORKER && S.procs[i]->gen == g &&
-                        S.procs[i]->state >= PS_STOPPING;
-        o = put(buf, len, o, "generation %u: %s%s%s, started %s ago", g,
-                starting ? "starting" : active ? "active" : draining ? "draining" : "failed",
-                active && draining ? "+draining" : "", starting && active ? "+active" : "",
-                dur(now - gi->started, d, sizeof d));
-        if (gi->ready_at)
-            o = put(buf, len, o, ", ready in %s", dur(gi->ready_at - gi->started, d, sizeof d));
-        o = put(buf, len, o, "\n");
-        for (int i = 0; i < S.cfg->workers; i++) {
-            struct slot *s = &S.slots[i];
-            if (s->respawn_at && s->respawn_gen == g)
-                o = put(buf, len, o, "  worker %d: no process, restart %u in %s (%u crash%s in a row)\n",
-                        i, s->restarts, dur(s->respawn_at > now ? s->respawn_at - now : 0, d, sizeof d),
-                        s->streak, s->streak == 1 ? "" : "es");
-        }
-        for (size_t i = 0; i < S.nprocs; i++) {
-            struct proc *p = S.procs[i];
-            if (p->kind != PK_WORKER || p->gen != g)
-                continue;
-            struct slot *s = &S.slots[p->slot];
-            o = put(buf, len, o, "  worker %d: pid %ld, %s, up %s", p->slot, (long)p->pid,
-                    state_name(p), dur(now - p->started, d, sizeof d));
-            if (p->state >= PS_STOPPING && p->stop_at)
-                o = put(buf, len, o, ", draining for %s", dur(now - p->stop_at, d, sizeof d));
-            if (p->deadline != UINT64_MAX && p->deadline > now)
-                o = put(buf, len, o, ", %s in %s", p->state == PS_STARTING ? "ready timeout" : "SIGKILL",
-                        dur(p->deadline - now, d2, sizeof d2));
-            if (s->cur == p)
-                o = put(buf, len, o, ", restarts %u", s->restarts);
-            if (p->status[0])
-                o = put(buf, len, o, ", status \"%s\"", p->status);
-            o = put(buf, len, o, "\n");
-            if (s->cur == p && s->last_failure[0])
-                o = put(buf, len, o, "    last failure: %s\n", s->last_failure);
-        }
-    }
-    o = put(buf, len, o, "reloads: %u ok, %u failed%s\n", S.reloads_ok, S.reloads_failed,
-            S.reloading ? ", one in progress" : "");
-    if (S.last_failure[0])
-        o = put(buf, len, o, "last failure: %s\n", S.last_failure);
-    return o;
-}
-
 /* ---- set-up ---- */
 
 static void lib_log(void *userdata, int level, const char *msg)
@@ -974,105 +551,6 @@ static void lib_log(void *userdata, int level, const char *msg)
 }
 
 /* NAME=SPEC when NAME is a plain word; otherwise the whole text is SPEC. */
-static void split_listen(const char *arg, char *name, size_t nlen, const char **spec)
-{
-    const char *eq = strchr(arg, '=');
-    size_t n = eq ? (size_t)(eq - arg) : 0;
-    bool word = n > 0 && n < nlen;
-
-    for (size_t i = 0; word && i < n; i++) {
-        char c = arg[i];
-        word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '_' || c == '-' || c == '.';
-    }
-    if (word && strncmp(arg, "tcp", n) != 0 && strncmp(arg, "udp", n) != 0 && strncmp(arg, "unix", n) != 0) {
-        memcpy(name, arg, n);
-        name[n] = '\0';
-        *spec = eq + 1;
-        return;
-    }
-    /* The library's default name: the spec with ':' and blanks as '_'. */
-    size_t i = 0;
-    for (; arg[i] && i < nlen - 1; i++)
-        name[i] = (arg[i] == ':' || (unsigned char)arg[i] <= 0x20 || (unsigned char)arg[i] >= 0x7f) ? '_' : arg[i];
-    name[i] = '\0';
-    *spec = arg;
-}
-
-static void describe_listener(struct listener *l)
-{
-    struct sockaddr_storage ss;
-    socklen_t slen = sizeof ss;
-    int type = 0;
-    socklen_t tlen = sizeof type;
-    handoff_addr a;
-
-    (void)snprintf(l->spec, sizeof l->spec, "(not a socket)");
-    l->starter[0] = '\0';
-    if (getsockopt(l->fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 ||
-        getsockname(l->fd, (struct sockaddr *)&ss, &slen) < 0 || slen > sizeof a.sa.raw)
-        return;
-    memset(&a, 0, sizeof a);
-    memcpy(a.sa.raw, &ss, slen);
-    a.len = slen;
-    a.family = ss.ss_family;
-    a.socktype = type;
-    a.kind = ss.ss_family == AF_UNIX ? HANDOFF_ADDR_UNIX : type == SOCK_DGRAM ? HANDOFF_ADDR_UDP : HANDOFF_ADDR_TCP;
-    if (handoff_addr_format(&a, l->spec, sizeof l->spec) < 0) {
-        (void)snprintf(l->spec, sizeof l->spec, "(family %d)", ss.ss_family);
-        return;
-    }
-    /* Server::Starter keys: "host:port", "[v6]:port", "/path". */
-    const char *k = l->spec;
-    if (strncmp(k, "udp://", 6) == 0)
-        k += 6;
-    else if (strncmp(k, "unix:", 5) == 0)
-        k += 5;
-    (void)snprintf(l->starter, sizeof l->starter, "%s", k);
-}
-
-static int open_listeners(bool nonblock)
-{
-    handoff_listen_options o = HANDOFF_LISTEN_OPTIONS_INIT;
-    handoff_inherited_info inh[TOOL_MAX_LISTEN];
-    int n;
-
-    if (!nonblock)
-        o.flags |= HANDOFF_LISTEN_BLOCKING;
-    for (int i = 0; i < S.cfg->nlisten; i++) {
-        struct listener *l = &S.ls[S.nls];
-        const char *spec;
-        split_listen(S.cfg->listen[i], l->name, sizeof l->name, &spec);
-        l->fd = handoff_listen(S.h, l->name, spec, &o);
-        if (l->fd < 0) {
-            log_err("--listen %s: %s", S.cfg->listen[i], handoff_errmsg(S.h));
-            return -1;
-        }
-        describe_listener(l);
-        S.nls++;
-    }
-    /* Sockets systemd passed that no --listen claimed are passed on too,
-     * in their order, under their names. */
-    n = handoff_inherited(S.h, inh, TOOL_MAX_LISTEN);
-    for (int i = 0; i < n && i < TOOL_MAX_LISTEN; i++) {
-        if (inh[i].claimed || inh[i].fd < 0)
-            continue;
-        if (S.nls == TOOL_MAX_LISTEN) {
-            log_err("more than %d sockets", TOOL_MAX_LISTEN);
-            return -1;
-        }
-        struct listener *l = &S.ls[S.nls];
-        (void)snprintf(l->name, sizeof l->name, "%s", inh[i].name);
-        l->fd = handoff_take_fd(S.h, inh[i].name);
-        if (l->fd < 0)
-            continue;
-        l->owned = true;
-        describe_listener(l);
-        log_info("adopted inherited fd as %s (%s)", l->name, l->spec);
-        S.nls++;
-    }
-    return 0;
-}
 
 static void loop(void)
 {

@@ -3,7 +3,10 @@
  * tools/); never installed. The command uses only libhandoff's public API.
  *
  *   handoff.c     main(), the command line, --help
- *   supervisor.c  `handoff run`: generations, reloads, crashes, stop
+ *   supervisor.c  `handoff run`: processes, crashes, signals, stop, the loop
+ *   reload.c      reloads and readiness (supervisor.h holds the state)
+ *   status.c      the text of `handoff status`
+ *   sockets.c     --listen and the sockets systemd passed
  *   spawn.c       fork+exec of workers and readiness checks
  *   notify.c      the NOTIFY_SOCKET the supervisor gives its workers
  *   control.c     the control socket (server and client side)

@@ -302,7 +302,11 @@ def case_echo_reload_50(tmp):
     """echo under handoff run, 50 reloads (some by SIGHUP) under load: no
     failed request, the supervisor's pid never changes."""
     port = free_port()
-    sup = Supervisor(tmp, echo_cmd(port), listen=[f"echo=127.0.0.1:{port}"], extra=["--nonblock"])
+    # The persistent connections keep generation 1 draining for the whole
+    # run; a roomy --max-draining keeps a slow machine, where a few short-
+    # lived generations may still be draining at once, from killing it.
+    sup = Supervisor(tmp, echo_cmd(port), listen=[f"echo=127.0.0.1:{port}"],
+                     extra=["--nonblock", "--max-draining", "10"])
     try:
         sup.wait_ready()
         with open(sup.pidfile) as f:
@@ -494,7 +498,7 @@ def case_rolling(tmp):
     time, under load, without a failed request."""
     port = free_port()
     sup = Supervisor(tmp, echo_cmd(port), listen=[f"127.0.0.1:{port}"],
-                     extra=["--nonblock", "--workers", "3", "--rolling"])
+                     extra=["--nonblock", "--workers", "3", "--rolling", "--max-draining", "10"])
     try:
         sup.wait_ready()
         first = set(sup.worker_pids())

@@ -995,6 +995,16 @@ def main():
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+        # A sanitizer report in any server log fails the case.
+        for f in sorted(os.listdir(TMP)):
+            if f.endswith(".log"):
+                with open(os.path.join(TMP, f), "rb") as fh:
+                    text = fh.read().decode(errors="replace")
+                for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                             "WARNING: ThreadSanitizer", "runtime error:"):
+                    if mark in text:
+                        log("FAIL %s: %s in %s" % (a.case, mark, f))
+                        rc = 1
         if rc:
             for f in sorted(os.listdir(TMP)):
                 if f.endswith(".log"):

@@ -231,7 +231,7 @@ void handoff__close_unclaimed(handoff_t *h)
 {
     for (size_t i = 0; i < h->ninh; i++) {
         struct hf_inh *e = &h->inh[i];
-        struct sockaddr_un sun;
+        struct sockaddr_un sun = {0};
         socklen_t len = sizeof sun;
         int acc = 0;
         socklen_t alen = sizeof acc;

@@ -81,7 +81,7 @@ bool handoff__addr_equal(const handoff_addr *a, const handoff_addr *b,
 /* Address of an open socket, or -errno if fd is not a usable socket. */
 static int fd_addr(int fd, handoff_addr *out)
 {
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t len = sizeof ss;
     int type;
     socklen_t tlen = sizeof type;
@@ -242,7 +242,7 @@ fail:
 static struct hf_inh *inh_match(handoff_t *h, const char *name,
                                 const handoff_addr *want, bool port0)
 {
-    handoff_addr got;
+    handoff_addr got = {0};
 
     for (size_t i = 0; i < h->ninh; i++) {
         struct hf_inh *e = &h->inh[i];
@@ -279,7 +279,7 @@ int handoff_listen(handoff_t *h, const char *name, const char *spec,
                    const handoff_listen_options *opts)
 {
     handoff_listen_options defaults = HANDOFF_LISTEN_OPTIONS_INIT;
-    handoff_addr a;
+    handoff_addr a = {0};
     struct hf_inh *e;
     struct hf_reg *reg;
     char err[256], defname[HF_NAME_MAX + 1];
@@ -296,7 +296,7 @@ int handoff_listen(handoff_t *h, const char *name, const char *spec,
         /* Default name: the spec with the characters LISTEN_FDNAMES cannot
          * carry (':' is its separator) replaced by '_'. */
         size_t i = 0;
-        for (; spec[i] && i < sizeof defname - 1; i++)
+        for (; i < sizeof defname - 1 && spec[i]; i++)
             defname[i] = (spec[i] == ':' || (unsigned char)spec[i] <= 0x20 ||
                           (unsigned char)spec[i] >= 0x7f) ? '_' : spec[i];
         defname[i] = '\0';

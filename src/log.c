@@ -11,7 +11,8 @@
 
 void handoff__vformat(char *buf, size_t len, const char *fmt, va_list ap)
 {
-    int n = vsnprintf(buf, len, fmt, ap);
+    /* The analyzer cannot see that callers va_start() ap. */
+    int n = vsnprintf(buf, len, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     if (n < 0 && len > 0)
         buf[0] = '\0';
 }

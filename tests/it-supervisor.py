@@ -653,6 +653,54 @@ def case_orphans(tmp):
         sup.kill()
 
 
+def case_pid1(tmp):
+    """As PID 1 of a new pid namespace (a container): reloads work, orphans
+    are reaped, SIGTERM stops it with status 0."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return SKIP
+    port = free_port()
+    ctl = os.path.join(tmp, "pid1.sock")
+    logf = open(os.path.join(tmp, "pid1.log"), "w")
+    p = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+                          ARGS.handoff, "run", "-v", "--nonblock", "--control", ctl, "--listen",
+                          f"127.0.0.1:{port}", "--", "/bin/sh", "-c", '(sleep 0.2 &); exec "$0" "$@"',
+                          *echo_cmd(port)], stdout=logf, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: os.path.exists(ctl), 10, "control socket")
+
+        def status():
+            return subprocess.run([ARGS.handoff, "status", "--control", ctl], capture_output=True,
+                                  text=True, timeout=10).stdout
+        wait_until(lambda: ", ready" in status(), 10, "ready")
+        check(status().startswith("supervisor: pid 1,"), status())
+        with Load(port, threads=2) as load:
+            for _ in range(5):
+                r = subprocess.run([ARGS.handoff, "reload", "--control", ctl], capture_output=True,
+                                   text=True, timeout=30)
+                check(r.returncode == 0, r.stderr)
+                time.sleep(0.1)
+        ok, failures = load.report()
+        check(ok > 0 and not failures, f"{failures[:5]}")
+        time.sleep(0.3)
+        with open(os.path.join(tmp, "pid1.log")) as f:
+            text = f.read()
+        check("reaped orphan pid" in text, "orphans not reaped by PID 1")
+        sup = [c for c in children_of(p.pid)]
+        check(len(sup) == 1, f"unshare children {sup}")
+        os.kill(sup[0], signal.SIGTERM)
+        check(p.wait(40) == 0, f"exit status {p.returncode}")
+    finally:
+        for pid in descendants(p.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        logf.close()
+
+
 def case_unix_socket(tmp):
     """A unix socket survives reloads (old generations must not unlink a
     path the supervisor owns) and is removed when the supervisor stops."""
@@ -890,6 +938,7 @@ CASES = {
     "socket-activation": case_socket_activation,
     "orphans": case_orphans,
     "unix-socket": case_unix_socket,
+    "pid1": case_pid1,
     "concurrent-reload": case_concurrent_reload,
     "forward-signal": case_forward_signal,
     "max-draining": case_max_draining,

@@ -3,7 +3,9 @@
 #  1. gcc, warnings as errors;
 #  2. clang, warnings as errors, ASan+UBSan;
 #  3. clang, ThreadSanitizer (the HTTP module is threaded);
-#  4. an install into a temporary prefix, and a program built against it
+#  4. valgrind memcheck over the unit tests;
+#  5. every libFuzzer harness for 60 s (HANDOFF_FUZZ_SECONDS);
+#  6. an install into a temporary prefix, and a program built against it
 #     with pkg-config alone.
 # Usage: scripts/test.sh [quick]   (quick: step 1 only)
 set -eu
@@ -24,6 +26,21 @@ run_suite asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     run_suite tsan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DHANDOFF_SANITIZE=thread
+
+echo "=== valgrind memcheck (unit tests)" >&2
+for t in build-gcc/tests/test-*; do
+    [ -x "$t" ] || continue
+    case "$t" in */test-alloc) continue ;; esac  # --wrap'd allocator: see ASan run
+    valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+        --track-fds=no "$t" >/dev/null
+    echo "valgrind: $(basename "$t") clean" >&2
+done
+
+echo "=== fuzz (libFuzzer, ${HANDOFF_FUZZ_SECONDS:-60} s per harness)" >&2
+cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DHANDOFF_FUZZ=ON \
+    -DHANDOFF_FUZZ_SECONDS="${HANDOFF_FUZZ_SECONDS:-60}" >/dev/null
+cmake --build build-fuzz -j "$JOBS" --target $(ls fuzz/fuzz-*.c | sed 's|fuzz/||; s|\.c$||')
+(cd build-fuzz && ctest -L fuzz -j "$JOBS" --output-on-failure)
 
 echo "=== install + pkg-config" >&2
 prefix=$(mktemp -d /tmp/handoff-prefix.XXXXXX)

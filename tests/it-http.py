@@ -792,11 +792,13 @@ def case_shutdown():
     idle = Conn(srv.port)
     idle.send(req("/"))
     idle.response()
+    fresh = Conn(srv.port)  # connected, never sends a request
     time.sleep(0.4)  # idle for longer than the drain grace
     t0 = time.monotonic()
     srv.signal(signal.SIGTERM)
     check(idle.closed_within(1.5), "idle keep-alive not closed on drain")
     check(time.monotonic() - t0 < 1.0, "idle close took too long")
+    check(fresh.closed_within(2) and fresh.buf == b"", "silent new connection kept")
     wait_until(lambda: not port_open(srv.port), 2, "listener to stop accepting")
     slow.join(10)
     th.join(10)

@@ -69,7 +69,7 @@ struct hs_conn *hs_conn_new(struct hs_worker *w, struct hs_listener *l, int fd,
     if (w->conns)
         w->conns->prev = c;
     w->conns = c;
-    hs_tset(c, c->state == HS_C_HANDSHAKE ? HS_T_HANDSHAKE : HS_T_READ, true);
+    hs_tset(c, c->state == HS_C_HANDSHAKE ? HS_T_HANDSHAKE : HS_T_NEW, true);
     return c;
 fail:
     if (c->ssl)
@@ -480,9 +480,11 @@ static void update_timer(struct hs_conn *c)
     case HS_C_BODY:
         if (pending_out(c)) {
             cls = HS_T_WRITE;
-        } else if (c->state == HS_C_BODY || c->rlen > c->rstart || c->nreq == 0) {
+        } else if (c->state == HS_C_BODY || c->rlen > c->rstart) {
             cls = HS_T_READ;
             refresh = c->tnreq != c->nreq;
+        } else if (c->nreq == 0) {
+            cls = HS_T_NEW;
         } else {
             cls = HS_T_IDLE;
             refresh = c->tnreq != c->nreq;
@@ -635,6 +637,7 @@ void hs_conn_timeout(struct hs_conn *c, int cls)
         }
         hs_conn_close(c);
         return;
+    case HS_T_NEW:
     case HS_T_IDLE:
         idle_close(c);
         return;
@@ -648,16 +651,6 @@ void hs_conn_timeout(struct hs_conn *c, int cls)
         hs_conn_close(c);
         return;
     }
-}
-
-/* The worker applies a drain to c: an idle keep-alive connection that has
- * been quiet for HS_DRAIN_GRACE_USEC goes now; the others get
- * "Connection: close" on their next response (decide_close()) or are
- * closed by the idle list, whose duration is now the grace. */
-void hs_conn_drain(struct hs_conn *c)
-{
-    if (c->tclass == HS_T_IDLE && c->w->now - c->tsince >= HS_DRAIN_GRACE_USEC)
-        idle_close(c);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -108,8 +108,14 @@ void hs_date_update(struct hs_worker *w, bool force)
 static uint64_t tdur(const struct hs_worker *w, int cls)
 {
     uint64_t d = w->srv->tdur[cls];
-    if (cls == HS_T_IDLE && w->draining && d > HS_DRAIN_GRACE_USEC)
-        d = HS_DRAIN_GRACE_USEC;
+    /* Draining shortens the waits for a request that may never come; the
+     * timeout then reads once before closing (see hs_conn_timeout()). */
+    if (w->draining) {
+        if (cls == HS_T_IDLE && d > HS_DRAIN_GRACE_USEC)
+            d = HS_DRAIN_GRACE_USEC;
+        if (cls == HS_T_NEW && d > HS_DRAIN_GRACE_NEW_USEC)
+            d = HS_DRAIN_GRACE_NEW_USEC;
+    }
     return d;
 }
 
@@ -254,12 +260,11 @@ static void apply_drain(struct hs_worker *w)
 {
     if (w->draining)
         return;
+    /* Idle and new connections are then closed by run_due() as their
+     * shortened timeouts expire; the others get "Connection: close". */
     w->draining = true;
     set_listeners(w, false);
     w->accept_paused_until = 0;
-    for (struct hs_conn *c = w->conns; c; c = c->next)
-        if (c->state != HS_C_DEAD && c->state != HS_C_GONE)
-            hs_conn_drain(c);
 }
 
 /* The eventfd fired: control flags and responses from other threads. */
@@ -452,6 +457,7 @@ int handoff_http_server_new(handoff_t *h, const handoff_http_options *opts,
     srv->limits.max_header_bytes = o->max_header_bytes;
     srv->limits.max_target = o->max_header_bytes;
     srv->tdur[HS_T_HANDSHAKE] = o->tls_handshake_timeout_usec;
+    srv->tdur[HS_T_NEW] = o->read_timeout_usec;
     srv->tdur[HS_T_READ] = o->read_timeout_usec;
     srv->tdur[HS_T_IDLE] = o->idle_timeout_usec;
     srv->tdur[HS_T_WRITE] = o->write_timeout_usec;

@@ -36,8 +36,10 @@
  * that destroys the response in flight). */
 #define HS_LINGER_USEC (2 * HANDOFF_USEC_PER_SEC)
 /* While draining, a keep-alive connection idle for this long is closed;
- * one that was active more recently may have a request on its way. */
+ * one that was active more recently may have a request on its way. A new
+ * connection that has sent nothing yet gets a little longer. */
 #define HS_DRAIN_GRACE_USEC (250 * HANDOFF_USEC_PER_MSEC)
+#define HS_DRAIN_GRACE_NEW_USEC (1000 * HANDOFF_USEC_PER_MSEC)
 
 /* A growable byte buffer. */
 typedef struct hs_buf {
@@ -69,6 +71,7 @@ struct hs_lwatch {
 enum hs_tclass {
     HS_T_NONE = 0,
     HS_T_HANDSHAKE,
+    HS_T_NEW,        /* no request yet (read timeout) */
     HS_T_READ,
     HS_T_IDLE,
     HS_T_WRITE,
@@ -252,7 +255,6 @@ void hs_conn_run(struct hs_conn *c);
 void hs_conn_close(struct hs_conn *c);
 void hs_conn_free(struct hs_conn *c);
 void hs_conn_timeout(struct hs_conn *c, int cls);
-void hs_conn_drain(struct hs_conn *c);
 void hs_conn_finish_response(struct hs_conn *c);
 
 /* response.c */

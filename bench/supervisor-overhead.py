@@ -48,7 +48,8 @@ def wait_http(port, timeout=20):
 
 
 def wrk(port, args):
-    out = subprocess.run(["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
+    pin = ["taskset", "-c", "1"] if args.pin else []
+    out = subprocess.run(pin + ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
                           "-d", f"{args.duration}s", f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, timeout=args.duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -67,6 +68,8 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--wrk-threads", type=int, default=1)
     ap.add_argument("--server-threads", type=int, default=1)
+    ap.add_argument("--pin", action="store_true",
+                    help="servers on CPU 0, wrk on CPU 1 (taskset), for steadier numbers")
     args = ap.parse_args()
     if not 1 <= args.rounds <= 50 or not 1 <= args.duration <= 60:
         sys.exit("--rounds 1..50, --duration 1..60")
@@ -74,12 +77,13 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sup-overhead-")
     direct_port, sup_port = free_port(), free_port()
     hello = [args.hello, "--threads", str(args.server_threads)]
+    pin = ["taskset", "-c", "0"] if args.pin else []
     procs = []
     try:
         devnull = open(os.devnull, "w")
-        procs.append(subprocess.Popen(hello + ["--listen", f"127.0.0.1:{direct_port}"],
+        procs.append(subprocess.Popen(pin + hello + ["--listen", f"127.0.0.1:{direct_port}"],
                                       stdout=devnull, stderr=devnull, start_new_session=True))
-        procs.append(subprocess.Popen([args.handoff, "run", "-q", "--control", f"{tmp}/ctl.sock",
+        procs.append(subprocess.Popen(pin + [args.handoff, "run", "-q", "--control", f"{tmp}/ctl.sock",
                                        "--listen", f"127.0.0.1:{sup_port}", "--"] + hello +
                                       ["--listen", f"127.0.0.1:{sup_port}"],
                                       stdout=devnull, stderr=devnull, start_new_session=True))
@@ -108,7 +112,7 @@ def main():
         print(f"failed responses {bad}")
         print(json.dumps({"rounds": args.rounds, "duration_s": args.duration,
                           "connections": args.connections, "wrk_threads": args.wrk_threads,
-                          "server_threads": args.server_threads, "direct_rps": res["direct"],
+                          "server_threads": args.server_threads, "pinned": args.pin, "direct_rps": res["direct"],
                           "supervised_rps": res["supervised"], "median_direct": md,
                           "median_supervised": ms, "ratio": round(ratio, 4),
                           "median_round_ratio": round(pair, 4), "failed": bad}))

@@ -45,7 +45,7 @@ int main(int argc, char **argv)
                 handoff_conn_end(h);
             }
         }
-        while ((r = handoff_next_event(h, &ev)) > 0) {
+        while (handoff_next_event(h, &ev) > 0) {
             if (ev.type == HANDOFF_EVENT_DRAIN)
                 p[0].fd = -1;            /* stop accepting; keep the fd */
             else if (ev.type == HANDOFF_EVENT_STOP)

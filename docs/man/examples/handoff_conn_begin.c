@@ -4,7 +4,6 @@
  * completes only then. The program is its own client. */
 #include <handoff.h>
 #include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -13,7 +12,7 @@ static handoff_t *h;
 
 static void *serve(void *arg)
 {
-    int fd = (int)(intptr_t)arg;
+    int fd = *(int *)arg;
 
     sleep(1);                            /* a slow request */
     (void)!write(fd, "hello\n", 6);
@@ -25,7 +24,7 @@ static void *serve(void *arg)
 int main(int argc, char **argv)
 {
     handoff_options o = HANDOFF_OPTIONS_INIT;
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t len = sizeof ss;
     handoff_event ev;
     pthread_t t;
@@ -45,7 +44,7 @@ int main(int argc, char **argv)
     handoff_ready(h);
 
     fd = handoff_accept(h, lfd, 0);      /* counted: handoff_conn_begin() */
-    if (fd < 0 || pthread_create(&t, NULL, serve, (void *)(intptr_t)fd))
+    if (fd < 0 || pthread_create(&t, NULL, serve, &fd))
         return 1;
     handoff_shutdown(h, 0);              /* as SIGTERM would */
     while (handoff_wait_event(h, &ev, HANDOFF_NO_TIMEOUT) > 0) {

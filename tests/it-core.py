@@ -665,8 +665,7 @@ def case_successor_crash():
     if not alive(g1):
         fail("generation 1 exited")
     wait_until(lambda: not alive(g2) and proc_state(g2) is None, 5, "the crashed successor to be reaped")
-    if "resume" not in srv.logtext():
-        fail("no resume event logged")
+    wait_until(lambda: "resumes serving" in srv.logtext(), 5, "the resume to be logged")
     time.sleep(0.3)
     # The next upgrade (a good version) works as usual.
     with open(conf, "w") as f:

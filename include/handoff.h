@@ -139,7 +139,9 @@ typedef struct handoff_options {
  * environment.
  *
  * opts may be NULL for all defaults. On success *out owns the handle.
- * Returns 0, -EINVAL (bad option), -ENOMEM, or another -errno.
+ * Returns 0, -EINVAL (bad option, or an empty argv), -ENOMEM, or another
+ * -errno (for example when /proc/self/cmdline cannot be read and no argv
+ * was given).
  * Only one handle may exist per process (-EBUSY otherwise), because
  * signals and the environment are process-wide.
  * Thread-safe: no. */
@@ -160,7 +162,8 @@ HANDOFF_EXPORT const char *handoff_errmsg(const handoff_t *h);
 
 /* 1 if this process was started by a previous generation through
  * handoff_upgrade() (and must call handoff_ready() to take over), else 0.
- * Thread-safe: yes (the value is fixed by handoff_new()). */
+ * handoff_ready() clears it if the parent turns out to be gone (the
+ * process then took over by itself). Thread-safe: no. */
 HANDOFF_EXPORT int handoff_has_parent(const handoff_t *h);
 
 /* The generation number: 1 for a process started by anything else, and
@@ -261,7 +264,8 @@ HANDOFF_EXPORT int handoff_listen(handoff_t *h, const char *name,
  * close-on-exec duplicate; the caller keeps ownership of fd. Registering a
  * name again replaces the previous fd (that duplicate is closed).
  * Names are 1..255 bytes of printable ASCII without ':' (systemd's rule).
- * Returns 0, -EINVAL, -EBADF, -EMFILE or -ENOMEM. Thread-safe: no. */
+ * Returns 0, -EINVAL, -EBADF, -EEXIST (the name belongs to a listener),
+ * -EMFILE or -ENOMEM. Thread-safe: no. */
 HANDOFF_EXPORT int handoff_add_fd(handoff_t *h, const char *name, int fd);
 
 /* Removes a registration made by handoff_add_fd() or handoff_listen()
@@ -284,9 +288,10 @@ typedef struct handoff_inherited_info {
 } handoff_inherited_info;
 
 /* Fills up to n entries (out may be NULL with n 0) about the inherited
- * fds. fd is -1 for one taken with handoff_take_fd() or closed at
- * handoff_ready(). Returns how many fds were inherited in total (which may
- * exceed n). Thread-safe: no. */
+ * fds. fd is -1, and claimed 1, for one taken with handoff_take_fd() or
+ * closed at handoff_ready() because nobody claimed it. Returns how many fds
+ * were inherited in total (which may exceed n), or -EINVAL for a NULL h.
+ * Thread-safe: no. */
 HANDOFF_EXPORT int handoff_inherited(const handoff_t *h,
                                      handoff_inherited_info *out, size_t n);
 
@@ -409,7 +414,7 @@ enum handoff_hook_when { HANDOFF_HOOK_PRE = 0, HANDOFF_HOOK_POST = 1 };
  * SIGINT) or watched with handoff_watch_signal(). One hook per slot.
  * The hook runs on the thread calling handoff_next_event(); it may call
  * any handoff function except handoff_free(). userdata is passed as is.
- * Returns 0 or -EINVAL. Thread-safe: no. */
+ * Returns 0, -EINVAL, or -ENOTSUP with HANDOFF_NO_SIGNALS. Thread-safe: no. */
 HANDOFF_EXPORT int handoff_set_signal_hook(handoff_t *h, int signo, int when,
                                            handoff_signal_hook hook,
                                            void *userdata);
@@ -453,8 +458,9 @@ HANDOFF_EXPORT int handoff_upgrade(handoff_t *h);
  * an error: the process is ready anyway). Thread-safe: no. */
 HANDOFF_EXPORT int handoff_ready(handoff_t *h);
 
-/* Starts a graceful shutdown, as SIGTERM does: a pending upgrade is
- * cancelled (the child is killed and reaped), STOPPING=1 is sent, and
+/* Starts a graceful shutdown, as a first SIGTERM to a serving process
+ * does: a pending upgrade is cancelled (the child is killed and reaped),
+ * STOPPING=1 is sent, and
  * HANDOFF_EVENT_DRAIN (reason SHUTDOWN) follows. With now != 0, or if
  * already draining, it leads to HANDOFF_EVENT_STOP (reason FORCED)
  * instead. Returns 0, or -EINVAL for NULL. Thread-safe: no. */
@@ -487,7 +493,8 @@ HANDOFF_EXPORT int handoff_accept(handoff_t *h, int listen_fd, int nonblock);
 
 /* Sends a raw sd_notify message (e.g. "STATUS=serving 10 clients") to
  * NOTIFY_SOCKET as consumed by handoff_new(). Returns 1 if sent, 0 if
- * there is no NOTIFY_SOCKET (or HANDOFF_NO_NOTIFY), or -errno.
+ * there is no NOTIFY_SOCKET (or HANDOFF_NO_NOTIFY), -EMSGSIZE for a
+ * message over 4095 bytes, or another -errno.
  * Thread-safe: yes. */
 HANDOFF_EXPORT int handoff_notify(handoff_t *h, const char *msg);
 

@@ -199,6 +199,8 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
         return -EINVAL;
     if (opts->pid_file && !*opts->pid_file)
         return -EINVAL;
+    if (opts->argv && (!opts->argv[0] || !*opts->argv[0]))
+        return -EINVAL;
     if (atomic_exchange(&g_handle_exists, true))
         return -EBUSY;
 
@@ -223,15 +225,19 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
     atomic_init(&h->conns, 0);
     atomic_init(&h->draining, false);
 
-    r = -ENOMEM;
+    errno = 0;
     h->argv = opts->argv ? argv_copy(opts->argv) : argv_from_proc();
-    if (!h->argv || !h->argv[0])
+    if (!h->argv || !h->argv[0]) {
+        /* /proc/self/cmdline unreadable or empty: pass opts->argv. */
+        r = errno == ENOMEM || errno == 0 ? -ENOMEM : -errno;
         goto fail;
+    }
     h->cwd = getcwd(NULL, 0);
     if (!h->cwd) {
         r = -errno;
         goto fail;
     }
+    r = -ENOMEM;
     if (opts->pid_file && !(h->pid_file = strdup(opts->pid_file)))
         goto fail;
 

@@ -393,7 +393,10 @@ int handoff_remove(handoff_t *h, const char *name)
     if (!reg)
         return handoff__fail(h, -ENOENT, "remove: no fd named \"%s\"", name);
     (void)close(reg->fd);
-    if (reg->unix_path && !h->handed_over && (!reg->inherited || h->generation > 1))
+    /* An inherited path stays while the parent may still serve on it (we
+     * are not ready yet) or when it came from systemd or a supervisor. */
+    if (reg->unix_path && !h->handed_over &&
+        (!reg->inherited || (h->generation > 1 && h->ready)))
         (void)unlink(reg->unix_path);
     free(reg->name);
     free(reg->unix_path);

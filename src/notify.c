@@ -46,15 +46,18 @@ static int notify_send(const char *path, const char *msg, size_t len)
 
 int handoff__notify(handoff_t *h, const char *fmt, ...)
 {
-    char msg[1024];
+    char msg[4096];
     va_list ap;
-    int r;
+    int r, n;
 
     if (!h->notify_socket || (h->flags & HANDOFF_NO_NOTIFY))
         return 0;
     va_start(ap, fmt);
-    handoff__vformat(msg, sizeof msg, fmt, ap);
+    n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof msg)
+        return handoff__fail(h, -EMSGSIZE, "sd_notify: message longer than %zu bytes",
+                             sizeof msg - 1);
     r = notify_send(h->notify_socket, msg, strlen(msg));
     if (r < 0) {
         handoff__log(h, HANDOFF_LOG_WARNING, "sd_notify to %s failed: %s",

@@ -95,6 +95,8 @@ int handoff_set_signal_hook(handoff_t *h, int signo, int when,
 {
     if (!h || signo <= 0 || signo >= HF_NSIG || (when != HANDOFF_HOOK_PRE && when != HANDOFF_HOOK_POST))
         return -EINVAL;
+    if (h->flags & HANDOFF_NO_SIGNALS)
+        return handoff__fail(h, -ENOTSUP, "set_signal_hook: handle created with HANDOFF_NO_SIGNALS");
     if (!lib_handled(h, signo) && !(h->watched & ((uint64_t)1 << signo)))
         return handoff__fail(h, -EINVAL, "set_signal_hook: signal %d is neither handled nor watched",
                              signo);

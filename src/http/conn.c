@@ -60,11 +60,7 @@ struct hs_conn *hs_conn_new(struct hs_worker *w, struct hs_listener *l, int fd,
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
         goto fail;
 
-    handoff_http_server *srv = w->srv;
-    c->counted = true;
-    atomic_fetch_add(&srv->nconn, 1);
-    if (srv->h)
-        handoff_conn_begin(srv->h);
+    c->counted = true; /* by the accepting worker, see worker_accept() */
     c->next = w->conns;
     if (w->conns)
         w->conns->prev = c;
@@ -84,6 +80,7 @@ fail:
 void hs_conn_free(struct hs_conn *c)
 {
     struct hs_worker *w = c->w;
+    atomic_fetch_sub(&w->load, 1);
     hs_tset(c, HS_T_NONE, false);
     if (c->in_ready) {
         if (c->rprev)

@@ -85,6 +85,13 @@ static struct hs_conn *ready_pop(struct hs_worker *w)
     return c;
 }
 
+void hs_count_begin(handoff_http_server *srv)
+{
+    atomic_fetch_add(&srv->nconn, 1);
+    if (srv->h)
+        handoff_conn_begin(srv->h);
+}
+
 void hs_count_end(handoff_http_server *srv)
 {
     atomic_fetch_sub(&srv->nconn, 1);
@@ -227,6 +234,60 @@ static void set_listeners(struct hs_worker *w, bool on)
     }
 }
 
+/* Starts serving an accepted socket on w. */
+static void adopt(struct hs_worker *w, struct hs_listener *l, int fd,
+                  const struct sockaddr *peer, socklen_t peer_len)
+{
+    if (!hs_conn_new(w, l, fd, peer, peer_len)) {
+        (void)close(fd);
+        hs_count_end(w->srv);
+        atomic_fetch_sub(&w->load, 1);
+    }
+}
+
+/* The worker with the fewest connections, charged with one more. With
+ * EPOLLEXCLUSIVE the kernel wakes one idle worker per new connection, but
+ * the one that wakes first drains the whole accept queue, so a burst of
+ * connections (a load balancer, wrk) would all land on one thread. The
+ * accepting worker therefore hands each connection to the least loaded
+ * worker; connections are long-lived, so this is rare once balanced. */
+static struct hs_worker *pick_worker(struct hs_worker *w)
+{
+    handoff_http_server *srv = w->srv;
+    struct hs_worker *best = w;
+    unsigned least = atomic_load_explicit(&w->load, memory_order_relaxed);
+    for (unsigned i = 0; i < srv->nws && least > 0; i++) {
+        unsigned n = atomic_load_explicit(&srv->ws[i].load, memory_order_relaxed);
+        if (n < least) {
+            least = n;
+            best = &srv->ws[i];
+        }
+    }
+    atomic_fetch_add_explicit(&best->load, 1, memory_order_relaxed);
+    return best;
+}
+
+static void hand_over(struct hs_worker *to, struct hs_listener *l, int fd,
+                      const struct sockaddr_storage *peer, socklen_t peer_len)
+{
+    struct hs_incoming *in = malloc(sizeof *in);
+    if (!in) {
+        (void)close(fd);
+        hs_count_end(to->srv);
+        atomic_fetch_sub(&to->load, 1);
+        return;
+    }
+    in->fd = fd;
+    in->l = l;
+    in->peer = *peer;
+    in->peer_len = peer_len;
+    pthread_mutex_lock(&to->mu);
+    in->next = to->in_head;
+    to->in_head = in;
+    pthread_mutex_unlock(&to->mu);
+    hs_wake(to);
+}
+
 static void worker_accept(struct hs_worker *w, struct hs_listener *l)
 {
     if (w->draining || atomic_load_explicit(&w->srv->draining, memory_order_relaxed))
@@ -251,8 +312,37 @@ static void worker_accept(struct hs_worker *w, struct hs_listener *l)
             int one = 1;
             (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         }
-        if (!hs_conn_new(w, l, fd, (struct sockaddr *)&ss, len))
-            (void)close(fd);
+        /* Counted from here on, so that a drain cannot complete while the
+         * connection is on its way to another worker. */
+        hs_count_begin(w->srv);
+        struct hs_worker *to = pick_worker(w);
+        if (to == w)
+            adopt(w, l, fd, (struct sockaddr *)&ss, len);
+        else
+            hand_over(to, l, fd, &ss, len);
+    }
+}
+
+static struct hs_incoming *take_incoming(struct hs_worker *w)
+{
+    pthread_mutex_lock(&w->mu);
+    struct hs_incoming *in = w->in_head;
+    w->in_head = NULL;
+    pthread_mutex_unlock(&w->mu);
+    return in;
+}
+
+/* Closes connections handed over but never adopted (at the stop). */
+static void drop_incoming(struct hs_worker *w)
+{
+    struct hs_incoming *in = take_incoming(w);
+    while (in) {
+        struct hs_incoming *next = in->next;
+        (void)close(in->fd);
+        hs_count_end(w->srv);
+        atomic_fetch_sub(&w->load, 1);
+        free(in);
+        in = next;
     }
 }
 
@@ -275,6 +365,14 @@ static void worker_wake(struct hs_worker *w)
         ;
     if (atomic_load(&w->srv->draining))
         apply_drain(w);
+
+    struct hs_incoming *in = take_incoming(w);
+    while (in) {
+        struct hs_incoming *next = in->next;
+        adopt(w, in->l, in->fd, (const struct sockaddr *)&in->peer, in->peer_len);
+        free(in);
+        in = next;
+    }
 
     pthread_mutex_lock(&w->mu);
     struct hs_conn *q = w->q_head;
@@ -355,6 +453,7 @@ static void bury(struct hs_worker *w)
 static void worker_finish(struct hs_worker *w)
 {
     w->now = handoff_now_usec();
+    drop_incoming(w);
     for (struct hs_conn *c = w->conns; c; c = c->next)
         hs_conn_close(c);
     while (w->ntimers)
@@ -681,6 +780,7 @@ handoff_http_server *handoff_http_server_free(handoff_http_server *srv)
             }
             hs_conn_free(c);
         }
+        drop_incoming(w);
         worker_done(w);
     }
     free(srv->ws);

@@ -211,6 +211,19 @@ struct hs_worker {
 
     pthread_mutex_t mu;
     struct hs_conn *q_head, *q_tail; /* under mu */
+    struct hs_incoming *in_head;     /* under mu: handed over by others */
+
+    /* Connections this worker serves or is about to (for balancing). */
+    atomic_uint load;
+};
+
+/* A connection accepted by one worker for another (see worker_accept()). */
+struct hs_incoming {
+    struct hs_incoming *next;
+    int fd;
+    struct hs_listener *l;
+    socklen_t peer_len;
+    struct sockaddr_storage peer;
 };
 
 struct handoff_http_server {
@@ -243,6 +256,7 @@ void hs_wake(struct hs_worker *w);
 void hs_tset(struct hs_conn *c, int tclass, bool refresh);
 int hs_timer_add(struct hs_worker *w, struct hs_conn *c, uint64_t at,
                  handoff_http_defer_fn fn, void *arg);
+void hs_count_begin(handoff_http_server *srv);
 void hs_count_end(handoff_http_server *srv);
 void hs_date_update(struct hs_worker *w, bool force);
 

@@ -59,6 +59,13 @@ def wrk(port, args):
     return rps, bad
 
 
+def cpu_seconds(pid):
+    """utime + stime of pid (not its children), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--handoff", required=True)
@@ -90,6 +97,7 @@ def main():
         wait_http(direct_port)
         wait_http(sup_port)
         res = {"direct": [], "supervised": []}
+        sup_cpu0 = cpu_seconds(procs[1].pid)
         bad = 0
         for r in range(args.rounds):
             order = [("direct", direct_port), ("supervised", sup_port)]
@@ -100,6 +108,7 @@ def main():
                 bad += b
                 res[name].append(rps)
                 print(f"round {r + 1}/{args.rounds} {name:10s} {rps:10.0f} req/s", flush=True)
+        sup_cpu = cpu_seconds(procs[1].pid) - sup_cpu0
         md, ms = statistics.median(res["direct"]), statistics.median(res["supervised"])
         ratio = ms / md
         # Each round measures both back to back, so the per-round ratio is
@@ -109,13 +118,15 @@ def main():
         print(f"median supervised {ms:10.0f} req/s")
         print(f"ratio of medians supervised/direct {ratio:.4f} ({(ratio - 1) * 100:+.2f}%)")
         print(f"median of per-round ratios         {pair:.4f} ({(pair - 1) * 100:+.2f}%)")
+        print(f"CPU time of the supervisor process itself during all rounds: {sup_cpu:.2f} s")
         print(f"failed responses {bad}")
         print(json.dumps({"rounds": args.rounds, "duration_s": args.duration,
                           "connections": args.connections, "wrk_threads": args.wrk_threads,
                           "server_threads": args.server_threads, "pinned": args.pin, "direct_rps": res["direct"],
                           "supervised_rps": res["supervised"], "median_direct": md,
                           "median_supervised": ms, "ratio": round(ratio, 4),
-                          "median_round_ratio": round(pair, 4), "failed": bad}))
+                          "median_round_ratio": round(pair, 4),
+                          "supervisor_cpu_s": round(sup_cpu, 3), "failed": bad}))
         return 0 if bad == 0 else 1
     finally:
         for p in procs:

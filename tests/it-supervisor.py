@@ -786,6 +786,28 @@ def case_forward_signal(tmp):
         sup.kill()
 
 
+def case_leftovers(tmp):
+    """A worker whose main process exits on the stop signal but leaves
+    children that ignore it: they are tracked as leftovers of its process
+    group, counted by --max-draining, and killed at the drain timeout."""
+    script = "(trap '' TERM; exec sleep 60) & exec sleep 60"
+    sup = Supervisor(tmp, ["/bin/sh", "-c", script],
+                     extra=["--ready-delay", "0.05", "--drain-timeout", "1.5", "--max-draining", "1"])
+    try:
+        sup.wait_ready()
+        reload_many(sup, 3, pause=0.2)
+        time.sleep(0.3)
+        st = sup.status()
+        log("status:\n" + st)
+        check("leftovers draining" in st, st)
+        check(sup.log().count("(--max-draining 1): killing generation") == 2, sup.log())
+        wait_until(lambda: len(descendants(sup.pid)) == 2, 10, "leftovers killed at the drain timeout")
+        check("SIGKILL" in sup.log(), sup.log())
+        check(sup.proc.poll() is None and sup.status().count("generation") == 1, sup.status())
+    finally:
+        sup.kill()
+
+
 def case_concurrent_reload(tmp):
     """Reloads asked for during a reload wait for it, then share one reload
     of their own: every caller gets 0 once a generation that started after
@@ -984,6 +1006,7 @@ CASES = {
     "pid1": case_pid1,
     "concurrent-reload": case_concurrent_reload,
     "forward-signal": case_forward_signal,
+    "leftovers": case_leftovers,
     "max-draining": case_max_draining,
     "starlet": case_starlet,
     "gunicorn": case_gunicorn,

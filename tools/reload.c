@@ -70,7 +70,7 @@ static void enforce_max_draining(uint64_t now)
         for (size_t i = 0; i < S.nprocs; i++) {
             struct proc *p = S.procs[i];
             bool dup = false;
-            if (p->kind != PK_WORKER || (p->state != PS_STOPPING && p->state != PS_GONE))
+            if (p->kind != PK_WORKER || p->killed || (p->state != PS_STOPPING && p->state != PS_GONE))
                 continue;
             for (unsigned k = 0; k < count; k++)
                 dup |= seen[k] == p->gen;
@@ -87,7 +87,8 @@ static void enforce_max_draining(uint64_t now)
                  dur(now - gen_info(oldest)->drain_at, d, sizeof d));
         for (size_t i = 0; i < S.nprocs; i++) {
             struct proc *p = S.procs[i];
-            if (p->kind == PK_WORKER && p->gen == oldest && (p->state == PS_STOPPING || p->state == PS_GONE))
+            if (p->kind == PK_WORKER && p->gen == oldest && !p->killed &&
+                (p->state == PS_STOPPING || p->state == PS_GONE))
                 proc_kill(p);
         }
     }

@@ -30,7 +30,7 @@ static const char *state_name(const struct proc *p)
     case PS_READY: return "ready";
     case PS_STOPPING: return "draining";
     case PS_KILLED: return "killed";
-    default: return "leftovers";
+    default: return p->killed ? "leftovers killed" : "leftovers draining";
     }
 }
 

@@ -147,6 +147,7 @@ void proc_stop(struct proc *p, uint64_t now)
 
 void proc_kill(struct proc *p)
 {
+    p->killed = true;
     kill_check(p);
     (void)kill(-p->pid, SIGKILL);
     if (p->alive)
@@ -318,7 +319,7 @@ static void on_proc_exit(struct proc *p, int status, uint64_t now)
             p->stop_at = now;
             p->deadline = deadline_after(now, S.cfg->drain_timeout);
         }
-        if (p->state == PS_KILLED)
+        if (p->killed)
             (void)kill(-p->pid, SIGKILL);
         p->state = PS_GONE;
         log_info("%s: its process group still has processes; %s", wname(p, nm, sizeof nm),

@@ -28,6 +28,7 @@ struct proc {
     bool alive;          /* leader not reaped yet */
     bool counts;         /* its exit status becomes the supervisor's */
     bool failing;        /* killed because its reload failed */
+    bool killed;         /* SIGKILL sent to its group */
     uint64_t started, ready_at, stop_at;
     uint64_t deadline;   /* STARTING: ready timeout; later: SIGKILL time */
     uint64_t next_check; /* delay mode: ready time; command mode: next try */

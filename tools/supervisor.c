@@ -478,6 +478,9 @@ static uint64_t next_deadline(void)
 {
     uint64_t d = control_deadline(S.ctl);
 
+    if (S.watchdog_usec && S.watchdog_next < d)
+        d = S.watchdog_next;
+
     for (size_t i = 0; i < S.nprocs; i++) {
         struct proc *p = S.procs[i];
         if (p->deadline < d)
@@ -497,6 +500,10 @@ static void on_timers(uint64_t now)
     char d[32], nm[96];
 
     control_on_timer(S.ctl, now);
+    if (S.watchdog_usec && now >= S.watchdog_next) {
+        notify_systemd("WATCHDOG=1");
+        S.watchdog_next = now + S.watchdog_usec / 2;
+    }
     for (size_t i = 0; i < S.nprocs; i++) {
         struct proc *p = S.procs[i];
         if (p->kind != PK_WORKER)
@@ -598,6 +605,15 @@ int sup_run(struct config *cfg)
     S.start_time = handoff_now_usec();
     spawn_init();
 
+    /* systemd's watchdog, if it is meant for this process (sd_watchdog_enabled's
+     * rule); the variables are never passed to workers. */
+    {
+        const char *u = getenv("WATCHDOG_USEC"), *wp = getenv("WATCHDOG_PID");
+        if (u && (!wp || strtol(wp, NULL, 10) == (long)getpid())) {
+            S.watchdog_usec = strtoull(u, NULL, 10);
+            S.watchdog_next = S.start_time;
+        }
+    }
     o.flags = HANDOFF_NO_SIGNALS;
     o.argv = cfg->argv;
     o.log = lib_log;

@@ -85,6 +85,8 @@ struct supervisor {
     bool stopping;
     unsigned term_count;
     int exit_code;
+    /* systemd's watchdog (WATCHDOG_USEC for our pid): WATCHDOG=1 at half */
+    uint64_t watchdog_usec, watchdog_next;
 };
 
 extern struct supervisor S;

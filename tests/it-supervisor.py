@@ -306,7 +306,7 @@ def case_echo_reload_50(tmp):
     # run; a roomy --max-draining keeps a slow machine, where a few short-
     # lived generations may still be draining at once, from killing it.
     sup = Supervisor(tmp, echo_cmd(port), listen=[f"echo=127.0.0.1:{port}"],
-                     extra=["--nonblock", "--max-draining", "10"])
+                     extra=["--max-draining", "10"])
     try:
         sup.wait_ready()
         with open(sup.pidfile) as f:
@@ -347,7 +347,7 @@ def case_failed_reload(tmp):
     sd = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sd.bind(sd_path)
     sd.settimeout(10)
-    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"], extra=["--nonblock", "--ready-timeout", "1"],
+    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"], extra=["--ready-timeout", "1"],
                      env={"NOTIFY_SOCKET": sd_path})
     try:
         sup.wait_ready()
@@ -395,7 +395,7 @@ def case_crash_restart(tmp):
     script = f'if [ -e {flag} ]; then exit 7; fi; exec "$0" "$@"'
     cmd = ["/bin/sh", "-c", script, *echo_cmd(port)]
     sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"],
-                     extra=["--nonblock", "--restart-delay", "50ms", "--restart-delay-max", "400ms"])
+                     extra=["--restart-delay", "50ms", "--restart-delay-max", "400ms"])
     try:
         sup.wait_ready()
         (pid,) = sup.worker_pids()

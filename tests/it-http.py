@@ -793,12 +793,23 @@ def case_shutdown():
     idle.send(req("/"))
     idle.response()
     fresh = Conn(srv.port)  # connected, never sends a request
-    time.sleep(0.4)  # idle for longer than the drain grace
+    time.sleep(1.2)  # idle for longer than the drain grace (1 s)
+    recent = Conn(srv.port)  # active just before the drain
+    recent.send(req("/"))
+    recent.response()
     t0 = time.monotonic()
     srv.signal(signal.SIGTERM)
     check(idle.closed_within(1.5), "idle keep-alive not closed on drain")
-    check(time.monotonic() - t0 < 1.0, "idle close took too long")
+    check(time.monotonic() - t0 < 0.5, "idle close took too long")
     check(fresh.closed_within(2) and fresh.buf == b"", "silent new connection kept")
+    # The recently active connection is given the grace: a request sent
+    # in it is served (with Connection: close).
+    time.sleep(max(0, 0.4 - (time.monotonic() - t0)))
+    recent.send(req("/"))
+    st, h, body, _ = recent.response()
+    check(st == 200 and h.get("connection") == "close", "recent conn: %d %r" % (st, h))
+    check(recent.closed_within(2), "recent conn not closed after its response")
+    recent.close()
     wait_until(lambda: not port_open(srv.port), 2, "listener to stop accepting")
     slow.join(10)
     th.join(10)
@@ -845,7 +856,7 @@ def case_drain_keepalive():
     for c in conns:
         c.send(req("/"))
         c.response()
-    time.sleep(0.4)  # idle for longer than the drain grace
+    time.sleep(1.2)  # idle for longer than the drain grace
     blocker = Conn(srv.port)
     blocker.send(req("/block?800"))
     time.sleep(0.2)

@@ -275,7 +275,9 @@ typedef struct handoff_http_options {
 
 /* Listens on addr (see handoff_listen()) and serves handler, endless-style:
  * SIGHUP re-executes the binary, which inherits the listening socket and
- * takes over, while this process drains; SIGTERM/SIGINT drain and return.
+ * takes over, while this process drains; SIGTERM/SIGINT drain and return
+ * (the listening sockets are closed when that drain starts, after any
+ * lame-duck delay, so that new clients are refused rather than queued).
  * Call it from main() before starting any thread (see handoff_new()).
  * Returns 0 after a graceful drain (the connections finished),
  * -ETIMEDOUT if the hammer timeout closed some, -EINTR after a forced
@@ -353,13 +355,16 @@ HANDOFF_EXPORT int handoff_http_server_start(handoff_http_server *srv);
  * Returns 0. Thread-safe: yes. */
 HANDOFF_EXPORT int handoff_http_server_lame_duck(handoff_http_server *srv);
 
-/* Starts the drain (call it on HANDOFF_EVENT_DRAIN): the listener fds are
- * removed from every epoll before it returns (nothing is accepted after,
- * and the fds are left open for the successor); requests in flight
- * complete; each keep-alive connection gets "Connection: close" on its
- * next response; idle connections are closed once they have been idle
- * briefly (a request already on its way is still read and served). Calls
- * on_drain. Idempotent. Returns 0. */
+/* Starts the drain (call it on HANDOFF_EVENT_DRAIN): when it returns, no
+ * worker watches or accepts on the listener fds any more (they are left
+ * open for the successor; on a shutdown the caller may then close them,
+ * e.g. with handoff_remove(), so that new clients are refused at once);
+ * requests in flight complete; each keep-alive connection gets
+ * "Connection: close" on its next response; a connection idle for a
+ * second (or new and silent for a second) is closed, after one last read
+ * so that a request already on its way is served. Calls on_drain. May
+ * wait up to a second for a worker blocked in a handler. Idempotent.
+ * Returns 0. */
 HANDOFF_EXPORT int handoff_http_server_drain(handoff_http_server *srv);
 
 /* Stops the workers (call it on HANDOFF_EVENT_STOP): closes every

@@ -293,6 +293,8 @@ static void worker_accept(struct hs_worker *w, struct hs_listener *l)
     if (w->draining || atomic_load_explicit(&w->srv->draining, memory_order_relaxed))
         return;
     for (int i = 0; i < HS_ACCEPT_BATCH; i++) {
+        if (i && atomic_load_explicit(&w->srv->draining, memory_order_relaxed))
+            return;
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -355,6 +357,7 @@ static void apply_drain(struct hs_worker *w)
     w->draining = true;
     set_listeners(w, false);
     w->accept_paused_until = 0;
+    atomic_store(&w->drain_ack, 1);
 }
 
 /* The eventfd fired: control flags and responses from other threads. */
@@ -735,6 +738,17 @@ int handoff_http_server_drain(handoff_http_server *srv)
         for (size_t k = 0; k < srv->nls; k++)
             (void)epoll_ctl(srv->ws[i].epfd, EPOLL_CTL_DEL, srv->ls[k].fd, NULL);
         hs_wake(&srv->ws[i]);
+    }
+    /* Wait (briefly: workers never block, unless a handler does) until
+     * no worker is inside its accept loop any more, so that the caller
+     * may close the listeners once this returns. */
+    uint64_t until = handoff_now_usec() + HANDOFF_USEC_PER_SEC;
+    for (unsigned i = 0; i < srv->nws; i++) {
+        while (srv->ws[i].started && !atomic_load(&srv->ws[i].drain_ack) &&
+               handoff_now_usec() < until) {
+            struct timespec ts = {.tv_nsec = 200000};
+            (void)nanosleep(&ts, NULL);
+        }
     }
     if (srv->o.on_drain)
         srv->o.on_drain(srv, srv->o.userdata);

@@ -35,10 +35,13 @@
  * still sends before closing (so that close() does not turn into a reset
  * that destroys the response in flight). */
 #define HS_LINGER_USEC (2 * HANDOFF_USEC_PER_SEC)
-/* While draining, a keep-alive connection idle for this long is closed;
- * one that was active more recently may have a request on its way. A new
- * connection that has sent nothing yet gets a little longer. */
-#define HS_DRAIN_GRACE_USEC (250 * HANDOFF_USEC_PER_MSEC)
+/* While draining, a keep-alive connection idle for this long is closed
+ * (as is a new one that has sent nothing). One active more recently may
+ * have its next request on the way: a busy client sends it within
+ * microseconds, but one stalled by the scheduler for a few hundred
+ * milliseconds must not find the connection closed under the request,
+ * so the grace is generous; the successor serves meanwhile anyway. */
+#define HS_DRAIN_GRACE_USEC (1000 * HANDOFF_USEC_PER_MSEC)
 #define HS_DRAIN_GRACE_NEW_USEC (1000 * HANDOFF_USEC_PER_MSEC)
 
 /* A growable byte buffer. */
@@ -215,6 +218,8 @@ struct hs_worker {
 
     /* Connections this worker serves or is about to (for balancing). */
     atomic_uint load;
+    /* Set once this worker has stopped accepting (see server_drain). */
+    atomic_int drain_ack;
 };
 
 /* A connection accepted by one worker for another (see worker_accept()). */

@@ -90,9 +90,10 @@ size_t sup_status(char *buf, size_t len)
                         i, s->restarts, dur(s->respawn_at > now ? s->respawn_at - now : 0, d, sizeof d),
                         s->streak, s->streak == 1 ? "" : "es");
         }
-        for (size_t i = 0; i < S.nprocs; i++) {
-            struct proc *p = S.procs[i];
-            if (p->kind != PK_WORKER || p->gen != g)
+        for (size_t n = 0; n < S.nprocs * (size_t)S.cfg->workers; n++) {
+            /* By slot, then in table order. */
+            struct proc *p = S.procs[n % S.nprocs];
+            if (p->kind != PK_WORKER || p->gen != g || p->slot != (int)(n / S.nprocs))
                 continue;
             struct slot *s = &S.slots[p->slot];
             o = put(buf, len, o, "  worker %d: pid %ld, %s, up %s", p->slot, (long)p->pid,

@@ -909,7 +909,10 @@ def case_starlet(tmp):
     cmd = ["plackup", "-s", "Starlet", "--max-workers", "2", "--max-reqs-per-child", "100000",
            "-E", "deployment", "-a", app]
     sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"],
-                     extra=["--ready-command", 'test "$(pgrep -c -P "$HANDOFF_PID")" -ge 2',
+                     # `pgrep -c -P $HANDOFF_PID` without needing procps:
+                     extra=["--ready-command",
+                            'test "$(grep -l "^PPid:[[:space:]]*$HANDOFF_PID\$" /proc/[0-9]*/status 2>/dev/null'
+                            ' | wc -l)" -ge 2',
                             "--ready-interval", "0.05", "--drain-timeout", "10"])
     try:
         real_server_reloads(sup, port, 20)

@@ -21,7 +21,7 @@ static void split_listen(const char *arg, char *name, size_t nlen, const char **
         word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                c == '_' || c == '-' || c == '.';
     }
-    if (word && strncmp(arg, "tcp", n) != 0 && strncmp(arg, "udp", n) != 0 && strncmp(arg, "unix", n) != 0) {
+    if (word) {
         memcpy(name, arg, n);
         name[n] = '\0';
         *spec = eq + 1;

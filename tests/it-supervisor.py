@@ -997,6 +997,23 @@ def case_hello_wrk(tmp):
         sup.kill()
 
 
+def case_help_man(tmp):
+    """`handoff --help` and handoff(1) document the same options and exit
+    codes."""
+    man = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "handoff.1")
+    with open(man) as f:
+        page = f.read().replace("\\-", "-").replace("\\fB", "").replace("\\fR", "")
+    out = subprocess.run([ARGS.handoff, "--help"], capture_output=True, text=True, timeout=10)
+    check(out.returncode == 0, out.stderr)
+    help_opts = set(re.findall(r"(--[a-z][a-z-]+)", out.stdout))
+    man_opts = set(re.findall(r"(--[a-z][a-z-]+)", page.split(".SH EXAMPLES")[0]))
+    check(help_opts - man_opts == set(), f"in --help, not in handoff(1): {help_opts - man_opts}")
+    check(man_opts - help_opts == set(), f"in handoff(1) only: {man_opts - help_opts}")
+    for code in ("0", "1", "2", "3", "4", "5"):
+        check(re.search(rf"\b{code} ", out.stdout), f"exit code {code} not in --help")
+        check(f".B {code}\n" in page, f"exit code {code} not in handoff(1)")
+
+
 CASES = {
     "echo-reload-50": case_echo_reload_50,
     "failed-reload": case_failed_reload,
@@ -1012,6 +1029,7 @@ CASES = {
     "concurrent-reload": case_concurrent_reload,
     "forward-signal": case_forward_signal,
     "leftovers": case_leftovers,
+    "help-man": case_help_man,
     "max-draining": case_max_draining,
     "starlet": case_starlet,
     "gunicorn": case_gunicorn,

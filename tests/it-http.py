@@ -397,6 +397,16 @@ def case_pipelining():
         st, h, body, _ = c.response()
         check(st == 200 and body == b"Hello, World!", "pipeline %d" % i)
     check(not c.buf, "stray bytes")
+    # A long pipeline does not starve another connection on the worker.
+    hog = Conn(srv.port)
+    hog.send(req("/echo", method="POST", body=b"p" * 100) * 3000)
+    t0 = time.monotonic()
+    st, h, body, _ = get(srv.port, "/")
+    check(st == 200 and time.monotonic() - t0 < 0.5, "starved behind a pipeline")
+    for i in range(3000):
+        st, h, body, _ = hog.response()
+        check(body == b"p" * 100, "hog response %d" % i)
+    hog.close()
     # A pipelined request after Connection: close is not answered.
     c.send(req("/", headers=["Connection: close"]) + req("/info"))
     st, h, body, _ = c.response()

@@ -91,6 +91,7 @@ void hs_conn_free(struct hs_conn *c)
             c->rnext->rprev = c->rprev;
         else
             w->ready_tail = c->rprev;
+        w->nready--;
     }
     if (c->ever_async) {
         pthread_mutex_lock(&w->mu);

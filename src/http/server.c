@@ -61,6 +61,7 @@ void hs_ready_push(struct hs_conn *c)
     if (c->in_ready)
         return;
     c->in_ready = true;
+    w->nready++;
     c->rnext = NULL;
     c->rprev = w->ready_tail;
     if (w->ready_tail)
@@ -81,6 +82,7 @@ static struct hs_conn *ready_pop(struct hs_worker *w)
     else
         w->ready_tail = NULL;
     c->in_ready = false;
+    w->nready--;
     c->rnext = c->rprev = NULL;
     return c;
 }
@@ -377,17 +379,20 @@ static void worker_wake(struct hs_worker *w)
         in = next;
     }
 
-    pthread_mutex_lock(&w->mu);
-    struct hs_conn *q = w->q_head;
-    w->q_head = w->q_tail = NULL;
-    for (struct hs_conn *c = q; c; c = c->qnext)
-        c->queued = false;
-    pthread_mutex_unlock(&w->mu);
-    /* The entries are ours now; qnext stays valid while we walk, because
-     * nothing frees a connection before the graveyard runs. */
-    while (q) {
-        struct hs_conn *c = q;
-        q = c->qnext;
+    /* One entry at a time: another thread may queue a connection again
+     * (rewriting its qnext) as soon as it has left the queue. */
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        struct hs_conn *c = w->q_head;
+        if (c) {
+            w->q_head = c->qnext;
+            if (!w->q_head)
+                w->q_tail = NULL;
+            c->queued = false;
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (!c)
+            break;
         if (c->state == HS_C_APP || c->state == HS_C_DEAD) {
             (void)hs_res_pump(c);
             hs_conn_run(c);
@@ -433,10 +438,13 @@ static void run_due(struct hs_worker *w)
     }
 }
 
+/* Works through the connections that were ready when it started; those
+ * that ask for another turn (a long pipeline) wait for the next
+ * iteration, after the other connections' events. */
 static void run_ready(struct hs_worker *w)
 {
     struct hs_conn *c;
-    while ((c = ready_pop(w))) {
+    for (size_t n = w->nready; n && (c = ready_pop(w)); n--) {
         if (c->state == HS_C_APP || c->state == HS_C_DEAD)
             (void)hs_res_pump(c);
         hs_conn_run(c);
@@ -461,7 +469,8 @@ static void worker_finish(struct hs_worker *w)
         hs_conn_close(c);
     while (w->ntimers)
         run_timer(timer_pop(w));
-    run_ready(w);
+    while (w->ready_head)
+        run_ready(w);
     bury(w);
 }
 

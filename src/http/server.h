@@ -206,6 +206,7 @@ struct hs_worker {
     struct hs_conn *conns;
     struct hs_tlist tl[HS_T_COUNT];
     struct hs_conn *ready_head, *ready_tail;
+    size_t nready;
     struct hs_conn *graveyard;
 
     struct hs_timer *timers; /* binary min-heap on (at, seq) */

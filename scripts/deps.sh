@@ -4,7 +4,8 @@
 set -eu
 PKGS="cmake ninja-build gcc clang pkg-config python3 curl openssl
       libssl-dev libcmocka-dev libclang-rt-14-dev
-      wrk nginx systemd valgrind libuv1-dev libevent-dev mandoc"
+      wrk nginx systemd valgrind libuv1-dev libevent-dev mandoc haproxy gnuplot-nox
+      starlet gunicorn util-linux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

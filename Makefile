@@ -1,6 +1,6 @@
 # Convenience wrapper around CMake. The real build is CMakeLists.txt.
 BUILD ?= build
-.PHONY: all check install demo soak lint clean
+.PHONY: all check install demo soak lint bench clean
 all:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(BUILD)
@@ -18,5 +18,10 @@ soak:
 	scripts/soak.py --hello build-release/examples/hello --restarts 1000
 lint:
 	scripts/lint.sh
+# handoff vs nginx and HAProxy on this machine: docs/benchmarks.md and
+# docs/img/*.png (~12 min; BENCH_ARGS=--quick for ~5 min).
+bench:
+	scripts/deps.sh
+	bench/run-all $(BENCH_ARGS)
 clean:
 	rm -rf $(BUILD) build-*

@@ -1,0 +1,431 @@
+"""report: docs/benchmarks.md and docs/img/*.png from bench/run-all's
+results (a dict, as in build-bench/results/results.json). gnuplot draws
+the plots (pngcairo)."""
+import os
+import subprocess
+import tempfile
+
+SYS_LABEL = {
+    "handoff": "handoff (hello, SIGHUP)",
+    "nginx-reload": "nginx reload (HUP)",
+    "nginx-upgrade": "nginx binary upgrade (USR2, WINCH, QUIT)",
+    "haproxy": "HAProxy 2.6 reload (-W master-worker, USR2, expose-fd listeners)",
+}
+SYS_SHORT = {"handoff": "handoff", "nginx-reload": "nginx reload",
+             "nginx-upgrade": "nginx upgrade", "haproxy": "HAProxy reload"}
+ORDER = ["handoff", "nginx-reload", "nginx-upgrade", "haproxy"]
+COLORS = {"handoff": "#1b7837", "nginx": "#2166ac", "haproxy": "#b2182b"}
+TERM = 'set terminal pngcairo size %d,%d font ",10" noenhanced'
+
+
+def f0(x):
+    return "–" if x is None else "{:,.0f}".format(x)
+
+
+def f2(x):
+    return "–" if x is None else "%.2f" % x
+
+
+def f3(x):
+    return "–" if x is None else ("%.3f" % x if x < 10 else "%.1f" % x)
+
+
+def rx(x):
+    return "–" if x is None else "%.2f×" % x
+
+
+def gnuplot(script, cwd):
+    p = subprocess.run(["gnuplot"], input=script, text=True, cwd=cwd, capture_output=True,
+                       timeout=120)
+    if p.returncode:
+        raise SystemExit("gnuplot failed: %s\n--- script:\n%s" % (p.stderr, script))
+
+
+# ---------------------------------------------------------------------------
+# plots
+
+
+def plot_throughput(t, img, tmp):
+    s = t["summary"]
+    with open(os.path.join(tmp, "tp.dat"), "w") as f:
+        for w in (1, 2):
+            h, n = s["hello-%d" % w], s["nginx-%d" % w]
+            f.write('"%d worker%s" %f %f %f %f %f %f\n' % (
+                w, "s" if w > 1 else "", h["rps"], h["rps_min"], h["rps_max"],
+                n["rps"], n["rps_min"], n["rps_max"]))
+    with open(os.path.join(tmp, "lat.dat"), "w") as f:
+        for w in (1, 2):
+            h, n = s["hello-%d" % w], s["nginx-%d" % w]
+            f.write('"p50, %d w" %f %f\n' % (w, h["p50_ms"], n["p50_ms"]))
+            f.write('"p99, %d w" %f %f\n' % (w, h["p99_ms"], n["p99_ms"]))
+    gnuplot("""%s
+set output '%s/throughput.png'
+set multiplot layout 1,2 title "Steady state, wrk -t2 -c64 keep-alive, GET / (13-byte body); medians of %d interleaved rounds"
+set style data histogram
+set style histogram errorbars gap 2 lw 1
+set style fill solid 0.8 border -1
+set key top left
+set grid ytics
+set yrange [0:*]
+set title "requests/s (bars: median, whiskers: min-max)"
+plot 'tp.dat' using 2:3:4:xtic(1) title 'handoff hello' lc rgb '%s', \
+     '' using 5:6:7 title 'nginx' lc rgb '%s'
+set style histogram clustered gap 2
+set title "latency (ms), median of the rounds' p50 and p99"
+plot 'lat.dat' using 2:xtic(1) title 'handoff hello' lc rgb '%s', \
+     '' using 3 title 'nginx' lc rgb '%s'
+unset multiplot
+""" % (TERM % (1100, 450), img, t["rounds"], COLORS["handoff"], COLORS["nginx"],
+       COLORS["handoff"], COLORS["nginx"]), tmp)
+
+
+def plot_series(sr, img, tmp):
+    runs = {r["key"]: r for r in sr["runs"] if r["round"] == 1}
+    keys = [k for k in ORDER if k in runs]
+    ymax = 0
+    for k in keys:
+        with open(runs[k]["csv"]) as src, open(os.path.join(tmp, "s-%s.dat" % k), "w") as dst:
+            for line in src:
+                if line[0].isdigit():
+                    v = line.strip().split(",")
+                    rps = int(v[1]) * 1000 / sr["bucket_ms"]
+                    ymax = max(ymax, rps)
+                    # bucket midpoints; failures per bucket
+                    dst.write("%.3f %.1f %s\n" % (float(v[0]) + sr["bucket_ms"] / 2000, rps, v[2]))
+    parts = [TERM % (1100, 260 * len(keys) + 60),
+             "set output '%s/restarts.png'" % img,
+             'set multiplot layout %d,1 title "Requests/s in 100 ms buckets (tsload, 64 keep-alive '
+             'connections), round 1; dashed lines: restart triggers; red: failed requests per '
+             'bucket (right axis)"' % len(keys),
+             "set grid ytics", "set yrange [0:%d]" % int(ymax * 1.1 + 1),
+             "set y2range [0:*]", "set y2tics", "set ytics nomirror",
+             "set ylabel 'req/s'", "set y2label 'failed'", "set key off",
+             "set xrange [0:%g]" % sr["duration_s"], "set format y '%.0s%c'"]
+    for i, k in enumerate(keys):
+        r = runs[k]
+        parts.append("unset arrow")
+        for x in r["restarts"]:
+            parts.append("set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb '#777777'"
+                         % (x["t_s"], x["t_s"]))
+        parts.append("set title \"%s: %d restarts, %d failed requests\"" % (
+            SYS_LABEL[k], len(r["restarts"]), r["failed"]))
+        parts.append("set xlabel '%s'" % ("seconds" if i == len(keys) - 1 else ""))
+        color = COLORS["handoff"] if k == "handoff" else COLORS["nginx"] if k.startswith("nginx") \
+            else COLORS["haproxy"]
+        parts.append("plot 's-%s.dat' using 1:2 with lines lw 1.5 lc rgb '%s', "
+                     "'' using 1:3 axes x1y2 with impulses lw 3 lc rgb '#e41a1c'" % (k, color))
+    parts.append("unset multiplot")
+    gnuplot("\n".join(parts) + "\n", tmp)
+
+
+def plot_latency(lt, img, tmp):
+    series = [("hello", "pid_file_ms", "handoff hello: SIGHUP -> pid file names the new, ready generation",
+               COLORS["handoff"]),
+              ("nginx", "pid_file_ms", "nginx: USR2 -> pid file names the new master", "#92c5de"),
+              ("nginx", "workers_ms", "nginx: USR2 -> the workers of the new master are up",
+               COLORS["nginx"])]
+    plots = []
+    for i, (who, field, title, color) in enumerate(series):
+        xs = sorted(r[field] for r in lt[who])
+        with open(os.path.join(tmp, "lat%d.dat" % i), "w") as f:
+            for j, x in enumerate(xs):
+                f.write("%f %f\n" % (x, (j + 1) / len(xs)))
+        plots.append("'lat%d.dat' using 1:2 with steps lw 2 lc rgb '%s' title '%s'"
+                     % (i, color, title))
+    gnuplot("""%s
+set output '%s/restart-latency.png'
+set title "Restart trigger -> successor ready, %d restarts each, interleaved, idle servers, %d workers (CDF)"
+set xlabel 'milliseconds'
+set ylabel 'fraction of restarts'
+set grid
+set key below
+set yrange [0:1.02]
+set xrange [0:*]
+plot %s
+""" % (TERM % (900, 450), img, lt["restarts"], lt["workers"], ", ".join(plots)), tmp)
+
+
+def plot_memory(m, img, tmp):
+    s = m["summary"]
+    with open(os.path.join(tmp, "mem.dat"), "w") as f:
+        for w in (1, 2):
+            f.write('"%d worker%s" %f %f\n' % (w, "s" if w > 1 else "", s["hello-%d" % w]["pss"],
+                                                s["nginx-%d" % w]["pss"]))
+    gnuplot("""%s
+set output '%s/idle-memory.png'
+set title "User-space memory per idle keep-alive connection (Pss delta / %d connections)"
+set style data histogram
+set style histogram clustered gap 2
+set style fill solid 0.8 border -1
+set ylabel 'bytes per connection'
+set grid ytics
+set yrange [0:%f]
+set key top center horizontal
+plot 'mem.dat' using 2:xtic(1) title 'handoff hello' lc rgb '%s', \
+     '' using 3 title 'nginx' lc rgb '%s'
+""" % (TERM % (700, 420), img, m["conns"],
+       1.25 * max(max(s["hello-%d" % w]["pss"], s["nginx-%d" % w]["pss"]) for w in (1, 2)),
+       COLORS["handoff"], COLORS["nginx"]), tmp)
+
+
+# ---------------------------------------------------------------------------
+# page
+
+
+def md_throughput(t):
+    s = t["summary"]
+    out = ["## 1. Steady-state throughput and latency", "",
+           "`wrk -t2 -c64 -d%ds --latency http://127.0.0.1:PORT/` (keep-alive), one warm-up "
+           "second before each measurement, %d rounds; in each round every configuration is "
+           "measured once, interleaved (A B C D, then B A D C, ...), all servers running side by "
+           "side. hello: `hello --threads N` (Release build); nginx: the shared harness's "
+           "`peers/nginx/start` (`return 200 \"Hello, World!\"`, `access_log off`, "
+           "`worker_processes N`). Medians of the rounds; ratio = handoff / nginx "
+           "(requests/s: > 1 means handoff is faster; latency: < 1 means handoff is faster)."
+           % (t["duration_s"], t["rounds"]), "",
+           "| workers | handoff req/s | nginx req/s | ratio | rounds handoff faster | handoff p50 | "
+           "nginx p50 | ratio | handoff p99 | nginx p99 | ratio | errors (h/n) |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for w in (1, 2):
+        h, n, r = s["hello-%d" % w], s["nginx-%d" % w], s["ratio-%d" % w]
+        out.append("| %d | %s | %s | **%s** | %d of %d | %s ms | %s ms | %s | %s ms | %s ms | %s | %d / %d |"
+                   % (w, f0(h["rps"]), f0(n["rps"]), rx(r["rps"]), r["hello_faster_rounds"],
+                      len(r["rps_per_round"]), f3(h["p50_ms"]), f3(n["p50_ms"]), rx(r["p50"]),
+                      f3(h["p99_ms"]), f3(n["p99_ms"]), rx(r["p99"]), h["errors"], n["errors"]))
+    out += ["", "Per-round requests/s ratios (handoff / nginx): " + "; ".join(
+        "%d worker%s: %s" % (w, "s" if w > 1 else "",
+                             ", ".join("%.2f" % x for x in s["ratio-%d" % w]["rps_per_round"]))
+        for w in (1, 2)) + ".", "", "![throughput and latency](img/throughput.png)", ""]
+    return out
+
+
+def md_series(sr):
+    out = ["## 2. Requests per second across restarts", "",
+           "Each system is started fresh with %d workers and loaded for %d s by `bench/tsload` "
+           "(64 keep-alive connections on 2 threads, one request in flight on each, like wrk), "
+           "while `bench/run-all` triggers a restart at %s s. %d round(s), the systems "
+           "interleaved; the plot shows round 1." % (
+               sr["workers"], sr["duration_s"], ", ".join("%g" % x for x in sr["restart_at_s"]),
+               sr["rounds"]), "",
+           "Why a custom client: wrk only reports totals, and its Lua scripting has no wall "
+           "clock, so it cannot say *when* requests failed or throughput dipped. Running wrk in "
+           "consecutive 1 s slices (`-d1s`) would reconnect all 64 connections every second and "
+           "lose the requests in flight at each slice boundary, which is neither steady "
+           "keep-alive load nor 1 s-accurate. `bench/tsload.c` (~300 lines of C, epoll) keeps "
+           "the same connections for the whole run and counts every completed and failed "
+           "request into 100 ms buckets of `CLOCK_MONOTONIC`, the clock the restarts are "
+           "time-stamped with, so the restart lines sit exactly where they happened. It counts "
+           "failures the way wrk does: *connect* (refused/reset while connecting, retried after "
+           "10 ms), *read* (the connection closed or was reset with a request outstanding), "
+           "*timeout* (no response in 2 s), *non-2xx*.", "",
+           "![requests per second across restarts](img/restarts.png)", "",
+           "| system | round | restarts ok | requests ok | failed | connect | read | timeout | "
+           "non-2xx | lowest 100 ms bucket / median |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for k in ORDER:
+        for r in sorted((x for x in sr["runs"] if x["key"] == k), key=lambda x: x["round"]):
+            out.append("| %s | %d | %d/%d | %s | **%s** | %s | %s | %s | %s | %.0f%% |" % (
+                SYS_SHORT[k], r["round"], r["restarts_ok"], len(r["restarts"]), f0(r["ok"]),
+                f0(r["failed"]), f0(r["connect"]), f0(r["read"]), f0(r["timeout"]),
+                f0(r["non2xx"]), 100 * r["min_bucket_rps"] / r["median_bucket_rps"]))
+    out.append("")
+    return out
+
+
+def md_harness(h):
+    out = ["### Failed requests, shared harness (authoritative)", "",
+           "`restart-under-load` from the shared harness, `--strict` off: wrk -t2 -c64 for %d s, "
+           "%d restarts evenly spaced, one 2 s request to `/slow` issued 0.3 s before each "
+           "restart (must complete with 200), and an independent probe (200 req/s, a new "
+           "connection per request). %d round(s), systems interleaved; each row is one run. "
+           "*Failed* = wrk socket errors + wrk non-2xx + probe failures + failed slow requests."
+           % (h["duration_s"], h["restarts"], h["rounds"]), "",
+           "| system | round | wrk requests | wrk socket errors (connect/read/write/timeout) | "
+           "non-2xx | probe failures | slow failed | restarts done | max probe gap | **failed** |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    tot = {}
+    for k in ORDER:
+        for j in sorted((x for x in h["runs"] if x["key"] == k), key=lambda x: x["round"]):
+            se = j["socket_errors"]
+            failed = j["wrk_failed"] + j["probe_failures"] + j["slow_failed_n"]
+            tot[k] = tot.get(k, 0) + failed
+            out.append("| %s | %d | %s | %d (%d/%d/%d/%d) | %d | %d%s | %d/%d | %d/%d | %.0f ms | **%s** |"
+                       % (SYS_SHORT[k], j["round"], f0(j["requests"]), sum(se.values()),
+                          se["connect"], se["read"], se["write"], se["timeout"], j["non2xx"],
+                          j["probe_failures"],
+                          (" " + ", ".join("%s %d" % kv for kv in j["probe_failure_kinds"].items()))
+                          if j["probe_failure_kinds"] else "",
+                          j["slow_failed_n"], j["slow_total"], j["restarts_done"],
+                          j["restarts_planned"], j["probe_max_gap_ms"], f0(failed)))
+    out += ["", "Total failed requests over all rounds: " + ", ".join(
+        "%s **%s**" % (SYS_SHORT[k], f0(tot[k])) for k in ORDER if k in tot) + ".", ""]
+    return out
+
+
+def md_latency(lt):
+    s = lt["summary"]
+    out = ["## 3. Restart trigger → successor ready", "",
+           "`bench/restart-latency.py`: %d restarts of each, interleaved (hello, nginx, nginx, "
+           "hello, ...), both idle, %d workers. Observed the same way for both, by polling from "
+           "outside every 0.5 ms: for handoff, SIGHUP → the pid file names the new generation "
+           "(libhandoff rewrites it only once the new process has passed the readiness "
+           "handshake, i.e. its listeners and worker threads are up; the sd_notify "
+           "`MAINPID=`/`READY=1` that precedes it is shown too); for nginx, USR2 → the pid file "
+           "names the new master (configuration parsed, listeners inherited), and → all its "
+           "workers exist and have set their process title, when it can serve. nginx then still "
+           "needs WINCH and QUIT to the old master (not timed); handoff's old generation drains "
+           "by itself." % (lt["restarts"], lt["workers"]), "",
+           "| | median | p90 | max |", "|---|--:|--:|--:|"]
+    rows = [("handoff: SIGHUP → sd_notify READY (MAINPID)", "hello_notify_ms"),
+            ("handoff: SIGHUP → pid file rewritten (ready)", "hello_pid_file_ms"),
+            ("nginx: USR2 → pid file rewritten (new master)", "nginx_pid_file_ms"),
+            ("nginx: USR2 → new workers up", "nginx_workers_ms")]
+    for label, k in rows:
+        v = s.get(k)
+        if v:
+            out.append("| %s | %s ms | %s ms | %s ms |" % (label, f2(v["median"]), f2(v["p90"]),
+                                                           f2(v["max"])))
+    hr = s["hello_pid_file_ms"]["median"]
+    out += ["", "Ratio of the medians, handoff ready / nginx workers up: **%s**; handoff ready / "
+            "nginx pid file: **%s**." % (
+                rx(hr / s["nginx_workers_ms"]["median"]),
+                rx(hr / s["nginx_pid_file_ms"]["median"])), "",
+            "![restart latency](img/restart-latency.png)", ""]
+    return out
+
+
+def md_memory(m):
+    s = m["summary"]
+    out = ["## 4. Memory per idle keep-alive connection", "",
+           "`bench/idle-conns.py`: %s connections, one `GET /` on each (response read in "
+           "full), then all held open and idle; the server's memory is read from "
+           "`/proc/PID/smaps_rollup` of all its processes (nginx: master and workers) before "
+           "and 1 s after, and the difference divided by the number of connections. "
+           "RLIMIT_NOFILE raised to %d for both (hello: setrlimit before exec; nginx: "
+           "`worker_rlimit_nofile %d`, `worker_connections 16384`; the hard limit of this "
+           "machine caps it). %d round(s), interleaved, medians. *Pss* counts shared pages "
+           "pro rata, *Private* only the pages the server alone maps. Kernel memory (socket "
+           "buffers, `struct sock`: the same for any server) is not user-space memory and is "
+           "not included." % ("{:,}".format(m["conns"]), m["nofile"], m["nofile"], m["rounds"]),
+           "",
+           "| workers | handoff B/conn (Pss) | nginx B/conn (Pss) | ratio | handoff Private | "
+           "nginx Private | ratio | handoff Pss before → after | nginx Pss before → after |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for w in (1, 2):
+        h, n, r = s["hello-%d" % w], s["nginx-%d" % w], s["ratio-%d" % w]
+        out.append("| %d | %s | %s | **%s** | %s | %s | %s | %.1f → %.1f MiB | %.1f → %.1f MiB |"
+                   % (w, f0(h["pss"]), f0(n["pss"]), rx(r["pss"]), f0(h["private"]),
+                      f0(n["private"]), rx(r["private"]), h["before_pss"] / 2**20,
+                      h["after_pss"] / 2**20, n["before_pss"] / 2**20, n["after_pss"] / 2**20))
+    out += ["", "nginx allocates its connection and event arrays for all "
+            "`worker_connections` at start-up, so part of its per-connection cost is in the "
+            "*before* figure; the per-connection numbers are the marginal cost.", "",
+            "![memory per idle connection](img/idle-memory.png)", ""]
+    return out
+
+
+def summary_lines(res):
+    sec = res["sections"]
+    out = []
+    if "throughput" in sec:
+        s = sec["throughput"]["summary"]
+        out.append("- Steady state, requests/s handoff/nginx: **%s** with 1 worker, **%s** with 2 "
+                   "(p99 latency ratio %s and %s)." % (rx(s["ratio-1"]["rps"]),
+                                                       rx(s["ratio-2"]["rps"]),
+                                                       rx(s["ratio-1"]["p99"]),
+                                                       rx(s["ratio-2"]["p99"])))
+    if "harness" in sec:
+        tot = {}
+        for j in sec["harness"]["runs"]:
+            tot[j["key"]] = tot.get(j["key"], 0) + j["wrk_failed"] + j["probe_failures"] + \
+                j["slow_failed_n"]
+        n = sec["harness"]["restarts"] * sec["harness"]["rounds"]
+        out.append("- Failed requests over %d restarts under load (shared harness): " % n +
+                   ", ".join("%s %s" % (SYS_SHORT[k], f0(tot[k])) for k in ORDER if k in tot)
+                   + ".")
+    if "series" in sec:
+        tot = {}
+        for r in sec["series"]["runs"]:
+            tot[r["key"]] = tot.get(r["key"], 0) + r["failed"]
+        n = len(sec["series"]["restart_at_s"]) * sec["series"]["rounds"]
+        out.append("- Failed requests over %d restarts in the time series (tsload): " % n +
+                   ", ".join("%s %s" % (SYS_SHORT[k], f0(tot[k])) for k in ORDER if k in tot)
+                   + ".")
+    if "latency" in sec:
+        s = sec["latency"]["summary"]
+        out.append("- Restart trigger → ready, medians: handoff %s ms, nginx upgrade %s ms "
+                   "(new workers up; %s ms to its pid file)." % (
+                       f2(s["hello_pid_file_ms"]["median"]), f2(s["nginx_workers_ms"]["median"]),
+                       f2(s["nginx_pid_file_ms"]["median"])))
+    if "memory" in sec:
+        s = sec["memory"]["summary"]
+        out.append("- Memory per idle keep-alive connection (Pss): handoff %s B vs nginx %s B "
+                   "with 1 worker (%s), %s B vs %s B with 2 (%s)." % (
+                       f0(s["hello-1"]["pss"]), f0(s["nginx-1"]["pss"]), rx(s["ratio-1"]["pss"]),
+                       f0(s["hello-2"]["pss"]), f0(s["nginx-2"]["pss"]), rx(s["ratio-2"]["pss"])))
+    return out
+
+
+def write(res, outdir):
+    img = os.path.join(outdir, "img")
+    os.makedirs(img, exist_ok=True)
+    img = os.path.abspath(img)
+    sec = res["sections"]
+    mi = res["machine"]
+    nb = res.get("neighbours", {})
+    with tempfile.TemporaryDirectory(prefix="handoff-plot-") as tmp:
+        if "throughput" in sec:
+            plot_throughput(sec["throughput"], img, tmp)
+        if "series" in sec:
+            plot_series(sec["series"], img, tmp)
+        if "latency" in sec:
+            plot_latency(sec["latency"], img, tmp)
+        if "memory" in sec:
+            plot_memory(sec["memory"], img, tmp)
+    L = ["# Benchmarks: handoff's HTTP example vs nginx and HAProxy", "",
+         "<!-- generated by bench/run-all (make bench); do not edit by hand -->", "",
+         "Generated by `make bench` (`bench/run-all%s`) on %s, at commit %s, in %.0f s." % (
+             " --quick" if res.get("quick") else "", mi["date"], mi["commit"],
+             res.get("elapsed_s", 0)), "",
+         "| machine | |", "|---|---|",
+         "| CPUs (nproc) | %s (usable by this run: %s) |" % (mi["nproc"], mi["affinity"]),
+         "| CPU model | %s |" % mi["cpu"], "| memory | %s |" % mi["mem"],
+         "| kernel | Linux %s |" % mi["kernel"], "| nginx | %s (Debian package) |" % mi["nginx"],
+         "| HAProxy | %s (Debian package) |" % mi["haproxy"].replace("HAProxy version ", ""),
+         "| load generators | %s; bench/tsload.c |" % mi["wrk"],
+         "| compiler | %s, hello built with CMAKE_BUILD_TYPE=Release |" % mi["cc"], "",
+         "**Read the ratios, not the absolute numbers.** The servers, the load generators and "
+         "the probes share the same %s CPUs, and on the machine this page was produced on "
+         "those cores are shared with other engineers' test runs: absolute requests/s and "
+         "milliseconds are noisy and would differ on dedicated hardware. Every comparison here "
+         "is between systems measured in the same run, interleaved round by round (A B A B "
+         "...), and reported as medians. Before each round the run waited until no other `wrk`, "
+         "`h2load` or `it-*.py` test had been running for 5 s (%d rounds, %.0f s of waiting in "
+         "total; %d round(s) had to start with other load still present) and held "
+         "`flock /tmp/handoff-bench.lock` throughout each section." % (
+             mi["nproc"], nb.get("rounds", 0), nb.get("waited_s", 0), nb.get("noisy_rounds", 0)),
+         "", "## Summary", ""]
+    L += summary_lines(res)
+    L.append("")
+    if "throughput" in sec:
+        L += md_throughput(sec["throughput"])
+    if "series" in sec:
+        L += md_series(sec["series"])
+    if "harness" in sec:
+        L += md_harness(sec["harness"])
+    if "latency" in sec:
+        L += md_latency(sec["latency"])
+    if "memory" in sec:
+        L += md_memory(sec["memory"])
+    L += ["## Reproducing", "",
+          "On Debian 12, as root, from the repository (the shared harness is expected at "
+          "`../shared/bench`, or pass `--harness DIR`):", "", "```sh",
+          "make bench                        # scripts/deps.sh, then bench/run-all (~12 min)",
+          "make bench BENCH_ARGS=--quick     # fewer, shorter rounds (~5 min)",
+          "bench/run-all --only memory       # one section (the page then has only that one)",
+          "```", "",
+          "Raw results (every run, JSON and CSV) are left in `build-bench/results/`; "
+          "`bench/run-all --from-results build-bench/results/results.json` redraws this page "
+          "and the plots from them.", ""]
+    with open(os.path.join(outdir, "benchmarks.md"), "w") as f:
+        f.write("\n".join(L))

@@ -46,7 +46,7 @@ while [ $n -le "$RESTARTS" ]; do
     kill -HUP "$old"
     j=0
     while [ "$(cat "$pidfile")" = "$old" ] && [ $j -lt 200 ]; do sleep 0.01; j=$((j + 1)); done
-    echo "demo: restart $n: pid $old -> $(cat "$pidfile") (new binary ready in ~$((j * 10)) ms or less)"
+    echo "demo: restart $n: pid $old -> $(cat "$pidfile") (the new process took over within ~$(( (j + 1) * 10 )) ms)"
     n=$((n + 1))
 done
 wait "$wrk_pid" || true

@@ -82,7 +82,13 @@ enum handoff_flags {
     HANDOFF_NO_NOTIFY = 1u << 1,
     /* Keep LISTEN_* and NOTIFY_SOCKET in the environment instead of
      * removing them at start-up (not recommended: grandchildren see them). */
-    HANDOFF_KEEP_ENV = 1u << 2
+    HANDOFF_KEEP_ENV = 1u << 2,
+    /* A repeated SIGTERM/SIGINT does not force HANDOFF_EVENT_STOP: the
+     * drain ends when it is done or at the hammer timeout. For process
+     * managers that re-send SIGTERM to a draining process, as Server::
+     * Starter does at each restart; set automatically when the sockets
+     * came from SERVER_STARTER_PORT. */
+    HANDOFF_TERM_GRACEFUL_ONLY = 1u << 3
 };
 
 /* Options for handoff_new(). Zero-initialise (or use HANDOFF_OPTIONS_INIT)
@@ -131,7 +137,8 @@ typedef struct handoff_options {
  * inherit the mask, and it edits the environment.
  *
  * It consumes the inheritance protocol: LISTEN_FDS/LISTEN_PID/
- * LISTEN_FDNAMES (from a previous generation or from systemd), the
+ * LISTEN_FDNAMES (from a previous generation or from systemd), else
+ * SERVER_STARTER_PORT (Server::Starter's start_server), the
  * HANDOFF_* variables and NOTIFY_SOCKET. The fds become close-on-exec and
  * wait in a pool for handoff_listen()/handoff_take_fd(). Malformed or
  * foreign values are ignored with a warning (they never crash the process

@@ -4,7 +4,7 @@
 set -eu
 PKGS="cmake ninja-build gcc clang pkg-config python3 curl openssl
       libssl-dev libcmocka-dev libclang-rt-14-dev
-      wrk nginx systemd valgrind libuv1-dev libevent-dev mandoc haproxy gnuplot-nox
+      wrk nginx systemd valgrind libserver-starter-perl libuv1-dev libevent-dev mandoc haproxy gnuplot-nox
       starlet gunicorn util-linux"
 missing=""
 for p in $PKGS; do

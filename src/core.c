@@ -195,7 +195,8 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
          opts->upgrade_signal == SIGKILL || opts->upgrade_signal == SIGSTOP ||
          opts->upgrade_signal == SIGTERM || opts->upgrade_signal == SIGINT))
         return -EINVAL;
-    if (opts->flags & ~(unsigned)(HANDOFF_NO_SIGNALS | HANDOFF_NO_NOTIFY | HANDOFF_KEEP_ENV))
+    if (opts->flags & ~(unsigned)(HANDOFF_NO_SIGNALS | HANDOFF_NO_NOTIFY | HANDOFF_KEEP_ENV |
+                                  HANDOFF_TERM_GRACEFUL_ONLY))
         return -EINVAL;
     if (opts->pid_file && !*opts->pid_file)
         return -EINVAL;

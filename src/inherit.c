@@ -128,6 +128,62 @@ int handoff__parse_listen_env(const char *pid, const char *fds,
     return (int)n;
 }
 
+/* Server::Starter's format: ';'-separated KEY=FD, KEY being a port,
+ * host:port, [v6]:port or a unix socket path; the empty string means no
+ * sockets. Returns the number of entries or -EINVAL (err says why). */
+int handoff__parse_starter_port(const char *v, struct hf_starter_entry *out, size_t max,
+                                char *err, size_t errlen)
+{
+    size_t n = 0;
+    const char *p = v;
+
+    if (err && errlen)
+        err[0] = '\0';
+    if (!v)
+        return 0;
+    while (*p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        unsigned long fd;
+        char num[16];
+
+        if (len == 0) { /* tolerate a trailing or doubled ';' */
+            p = end ? end + 1 : p + len;
+            continue;
+        }
+        if (!eq || eq == p || (size_t)(eq - p) >= sizeof out[0].key)
+            return env_err(err, errlen, -EINVAL,
+                           "SERVER_STARTER_PORT entry \"%.*s\" is not KEY=FD; ignored",
+                           (int)(len > 64 ? 64 : len), p);
+        size_t nlen = len - (size_t)(eq - p) - 1;
+        if (nlen == 0 || nlen >= sizeof num)
+            return env_err(err, errlen, -EINVAL, "SERVER_STARTER_PORT: bad fd in \"%.*s\"; ignored",
+                           (int)(len > 64 ? 64 : len), p);
+        memcpy(num, eq + 1, nlen);
+        num[nlen] = '\0';
+        if (parse_ulong(num, 65535, &fd) < 0)
+            return env_err(err, errlen, -EINVAL, "SERVER_STARTER_PORT: bad fd \"%s\"; ignored", num);
+        if (n == max)
+            return env_err(err, errlen, -EINVAL, "SERVER_STARTER_PORT: more than %zu sockets; ignored",
+                           max);
+        for (size_t i = 0; i < n; i++)
+            if (out[i].fd == (int)fd)
+                return env_err(err, errlen, -EINVAL,
+                               "SERVER_STARTER_PORT names fd %lu twice; ignored", fd);
+        memcpy(out[n].key, p, (size_t)(eq - p));
+        out[n].key[eq - p] = '\0';
+        for (char *k = out[n].key; *k; k++)
+            if ((unsigned char)*k < 0x20 || *k == 0x7f)
+                return env_err(err, errlen, -EINVAL,
+                               "SERVER_STARTER_PORT: control character in a key; ignored%s", "");
+        out[n].fd = (int)fd;
+        n++;
+        p = end ? end + 1 : p + len;
+    }
+    return (int)n;
+}
+
 static int inh_add(handoff_t *h, int fd, const char *name)
 {
     struct hf_inh *n = realloc(h->inh, (h->ninh + 1) * sizeof *n);
@@ -147,6 +203,7 @@ static int inh_add(handoff_t *h, int fd, const char *name)
 static const char *const protocol_vars[] = {
     HF_ENV_LISTEN_FDS, HF_ENV_LISTEN_PID, HF_ENV_LISTEN_FDNAMES, HF_ENV_LISTEN_PIDFDID,
     HF_ENV_READY_FD, HF_ENV_GENERATION, HF_ENV_PARENT_PID, HF_ENV_NOTIFY_SOCKET,
+    HF_ENV_STARTER_PORT,
 };
 
 int handoff__inherit(handoff_t *h)
@@ -180,6 +237,38 @@ int handoff__inherit(handoff_t *h)
     handoff__listen_env_done(&e);
     if (r < 0)
         return r;
+
+    /* Server::Starter (start_server, and handoff run, which sets both):
+     * used only when LISTEN_FDS gave us nothing. The fds are not at 3..,
+     * so each must be an open socket. Names: the key with ':' -> '_'. */
+    v = getenv(HF_ENV_STARTER_PORT);
+    if (v && n <= 0 && !getenv(HF_ENV_LISTEN_FDS)) {
+        struct hf_starter_entry ent[64];
+        int k = handoff__parse_starter_port(v, ent, 64, err, sizeof err);
+        if (k < 0)
+            handoff__log(h, HANDOFF_LOG_WARNING, "%s", err);
+        for (int i = 0; i < k && r == 0; i++) {
+            int type, flags = fcntl(ent[i].fd, F_GETFD);
+            socklen_t tl = sizeof type;
+            if (ent[i].fd < 3 || flags < 0 ||
+                getsockopt(ent[i].fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0) {
+                handoff__log(h, HANDOFF_LOG_WARNING,
+                             "SERVER_STARTER_PORT names fd %d, which is not an open socket; skipped",
+                             ent[i].fd);
+                continue;
+            }
+            (void)fcntl(ent[i].fd, F_SETFD, flags | FD_CLOEXEC);
+            for (char *c = ent[i].key; *c; c++)
+                if (*c == ':' || *c == ' ')
+                    *c = '_';
+            r = inh_add(h, ent[i].fd, handoff__valid_name(ent[i].key) ? ent[i].key : NULL);
+            /* start_server re-sends SIGTERM to old workers at each restart:
+             * a repeated one must not cut the drain short. */
+            h->flags |= HANDOFF_TERM_GRACEFUL_ONLY;
+        }
+        if (r < 0)
+            return r;
+    }
 
     /* The handshake socket is only trusted with a LISTEN_PID that is ours,
      * and must be an AF_UNIX SOCK_SEQPACKET socket right after the fds. */

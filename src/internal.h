@@ -27,6 +27,7 @@
 #define HF_ENV_GENERATION "HANDOFF_GENERATION"
 #define HF_ENV_PARENT_PID "HANDOFF_PARENT_PID"
 #define HF_ENV_NOTIFY_SOCKET "NOTIFY_SOCKET"
+#define HF_ENV_STARTER_PORT "SERVER_STARTER_PORT"
 
 /* The readiness message a child sends over the handshake socket. */
 #define HF_READY_MSG "READY=1"
@@ -168,6 +169,13 @@ int handoff__parse_listen_env(const char *pid, const char *fds,
                               struct hf_listen_env *out, char *err,
                               size_t errlen);
 void handoff__listen_env_done(struct hf_listen_env *e);
+/* SERVER_STARTER_PORT ("127.0.0.1:80=3;/tmp/sock=4"): up to max entries. */
+struct hf_starter_entry {
+    char key[128];
+    int fd;
+};
+int handoff__parse_starter_port(const char *v, struct hf_starter_entry *out, size_t max,
+                                char *err, size_t errlen);
 int handoff__inherit(handoff_t *h);
 void handoff__close_unclaimed(handoff_t *h);
 

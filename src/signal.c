@@ -117,7 +117,7 @@ static void default_action(handoff_t *h, int signo, pid_t sender)
 {
     if (signo == SIGTERM || signo == SIGINT) {
         h->term_count++;
-        if (h->term_count >= 2) {
+        if (h->term_count >= 2 && !(h->flags & HANDOFF_TERM_GRACEFUL_ONLY)) {
             handoff__log(h, HANDOFF_LOG_NOTICE, "second %s (from pid %ld): stopping now",
                          strsignal(signo), (long)sender);
             (void)handoff_shutdown(h, 1);

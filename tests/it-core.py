@@ -859,7 +859,47 @@ def case_fd_limit():
         fail("the server spins at the fd limit (%.0f%% CPU)" % (busy * 100))
 
 
+def case_server_starter():
+    """A libhandoff server run by Server::Starter's start_server (Debian
+    libserver-starter-perl): it adopts the sockets from SERVER_STARTER_PORT,
+    and start_server's own restarts (HUP: new worker, then TERM to the old
+    one, which drains) lose no connection."""
+    ss = shutil.which("start_server")
+    if not ss:
+        log("SKIP: start_server not installed (Debian package libserver-starter-perl)")
+        sys.exit(77)
+    port = free_port()
+    sspid = os.path.join(TMP, "start_server.pid")
+    srv = Server(["127.0.0.1:%d" % port],
+                 prefix=[ss, "--port=127.0.0.1:%d" % port, "--pid-file=%s" % sspid,
+                         "--interval=1", "--"])
+    g1 = srv.wait_ready()
+    sup = wait_until(lambda: read_pid(sspid), 10, "start_server's pid file")
+    # The worker serves start_server's own socket (same inode), not a new one.
+    sup_socks = {t for t in fd_targets(sup).values() if t.startswith("socket:")}
+    own = {t for t in fd_targets(g1).values() if t.startswith("socket:")}
+    if not sup_socks & own:
+        fail("the worker did not adopt start_server's socket: %s vs %s" % (sup_socks, own))
+    load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
+    gens = [g1]
+    for _ in range(5):
+        prev = srv.pid()
+        os.kill(sup, signal.SIGHUP)
+        gens.append(wait_until(lambda: (lambda p: p if p != prev and alive(p) else 0)(srv.pid()),
+                               15, "start_server's new generation"))
+        time.sleep(0.5)
+    check_load(load, 100)
+    # Every old generation drained and exited once its clients were done.
+    wait_until(lambda: all(not alive(p) for p in gens[:-1]), 15, "old generations to exit")
+    inode = sup_socks & {t for t in fd_targets(gens[-1]).values()}
+    os.kill(sup, signal.SIGTERM)
+    wait_until(lambda: not alive(sup), 15, "start_server to stop")
+    log("  5 start_server restarts under load: generations %s, socket %s, zero failures"
+        % (gens, inode))
+
+
 CASES = {
+    "server-starter": case_server_starter,
     "fd-limit": case_fd_limit,
     "kill-old-mid-drain": case_kill_old_mid_drain,
     "term-during-upgrade": case_term_during_upgrade,

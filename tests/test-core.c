@@ -414,6 +414,26 @@ static void c_hammer_and_forced(void)
 }
 static void test_hammer_and_forced(void **s) { (void)s; in_child(c_hammer_and_forced); }
 
+/* With HANDOFF_TERM_GRACEFUL_ONLY a repeated SIGTERM does not force STOP. */
+static void c_term_graceful_only(void)
+{
+    handoff_options o = HANDOFF_OPTIONS_INIT;
+    o.flags = HANDOFF_TERM_GRACEFUL_ONLY;
+    handoff_t *h = mk(&o);
+    handoff_event ev;
+    CHECK(handoff_ready(h) == 0);
+    handoff_conn_begin(h);
+    CHECK(kill(getpid(), SIGTERM) == 0);
+    CHECK(next(h, &ev, 1000) == 1 && ev.type == HANDOFF_EVENT_DRAIN);
+    CHECK(kill(getpid(), SIGTERM) == 0 && kill(getpid(), SIGINT) == 0);
+    CHECK(next(h, &ev, 100) == 0);
+    handoff_conn_end(h);
+    CHECK(next(h, &ev, 1000) == 1);
+    CHECK(ev.type == HANDOFF_EVENT_STOP && ev.reason == HANDOFF_STOP_DRAINED);
+    handoff_free(h);
+}
+static void test_term_graceful_only(void **s) { (void)s; in_child(c_term_graceful_only); }
+
 /* ---- sd_notify and pid file ---- */
 static void c_notify_pidfile(void)
 {
@@ -478,6 +498,7 @@ int main(void)
         cmocka_unit_test(test_inherit_unclaimed), cmocka_unit_test(test_inherit_foreign),
         cmocka_unit_test(test_named_fds),      cmocka_unit_test(test_signals),
         cmocka_unit_test(test_shutdown),       cmocka_unit_test(test_hammer_and_forced),
+        cmocka_unit_test(test_term_graceful_only),
         cmocka_unit_test(test_notify_pidfile), cmocka_unit_test(test_no_signals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

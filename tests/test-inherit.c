@@ -98,6 +98,30 @@ static void test_valid_name(void **state)
     assert_true(handoff__valid_name(longname));
 }
 
+static void test_starter_port(void **state)
+{
+    struct hf_starter_entry e[4];
+    char err[256];
+    (void)state;
+    assert_int_equal(handoff__parse_starter_port("127.0.0.1:80=3;/tmp/sock=4", e, 4, err, 256), 2);
+    assert_string_equal(e[0].key, "127.0.0.1:80");
+    assert_int_equal(e[0].fd, 3);
+    assert_string_equal(e[1].key, "/tmp/sock");
+    assert_int_equal(e[1].fd, 4);
+    assert_int_equal(handoff__parse_starter_port("8080=5;", e, 4, err, 256), 1);
+    assert_int_equal(handoff__parse_starter_port("[::1]:443=7", e, 4, err, 256), 1);
+    assert_string_equal(e[0].key, "[::1]:443");
+    assert_int_equal(handoff__parse_starter_port("", e, 4, err, 256), 0);
+    assert_int_equal(handoff__parse_starter_port(NULL, e, 4, err, 256), 0);
+    static const char *bad[] = {"80", "=3", "80=", "80=x", "80=-1", "80=70000", "80=3;81=3",
+                                "a=1;b=2;c=3;d=4;e=5", "80=3 ", "a\nb=3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = '\0';
+        assert_int_equal(handoff__parse_starter_port(bad[i], e, 4, err, 256), -EINVAL);
+        assert_non_null(strstr(err, "SERVER_STARTER_PORT"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -105,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_foreign_and_garbage),
         cmocka_unit_test(test_name_mismatch),
         cmocka_unit_test(test_valid_name),
+        cmocka_unit_test(test_starter_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,6 +17,8 @@
  *   /big?N           N bytes of 'x'
  *   /ws              with Connection: upgrade, hijacks the connection and
  *                    echoes bytes after a 101 (closed on drain)
+ *   /tick?N          N chunks, one every 50 ms, from re-armed worker timers
+ *   /stats           counters: streams stopped early by -EPIPE / -ECANCELED
  *   /block?MS        sleeps MS ms in the handler, blocking its worker (what
  *                    a handler must never do; the drain tests need it)
  */
@@ -26,6 +28,8 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +41,7 @@
 #define MAX_LISTEN 8
 #define MAX_WS 64
 
+static atomic_int stream_epipe, tick_canceled;
 static pthread_mutex_t ws_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ws_fds[MAX_WS];
 static int ws_n;
@@ -89,7 +94,10 @@ static void *thread_stream(void *arg)
     for (long i = 0; i < j->n; i++) {
         char line[32];
         int len = snprintf(line, sizeof line, "chunk %ld\n", i);
-        (void)handoff_http_response_write(j->res, line, (size_t)len);
+        if (handoff_http_response_write(j->res, line, (size_t)len) == -EPIPE) {
+            atomic_fetch_add(&stream_epipe, 1);
+            break; /* the client left */
+        }
         sleep_ms(50);
     }
     (void)handoff_http_response_end(j->res);
@@ -119,6 +127,24 @@ static void deferred(handoff_http_response *res, void *arg)
 {
     (void)arg;
     text(res, 200, "deferred\n");
+}
+
+/* /tick: one chunk per timer; the timer re-arms itself until done. */
+static void tick(handoff_http_response *res, void *arg)
+{
+    long left = (long)(intptr_t)arg;
+    char line[32];
+    int len = snprintf(line, sizeof line, "tick %ld\n", left);
+    if (left <= 0 || handoff_http_response_write(res, line, (size_t)len) < 0) {
+        (void)handoff_http_response_end(res);
+        return;
+    }
+    int r = handoff_http_response_defer(res, 50000, tick, (void *)(intptr_t)(left - 1));
+    if (r < 0) {
+        if (r == -ECANCELED)
+            atomic_fetch_add(&tick_canceled, 1);
+        (void)handoff_http_response_end(res);
+    }
 }
 
 struct ws {
@@ -319,6 +345,14 @@ static void handle(const handoff_http_request *req, handoff_http_response *res, 
         (void)handoff_http_response_send(res, 200, "application/octet-stream", b,
                                          n > 0 ? (size_t)n : 0);
         free(b);
+    } else if (eq(p, "/tick")) {
+        (void)handoff_http_response_header(res, "Content-Type", "text/plain");
+        tick(res, (void *)(intptr_t)qnum(req, 3));
+    } else if (eq(p, "/stats")) {
+        char out[64];
+        snprintf(out, sizeof out, "stream_epipe=%d\ntick_canceled=%d\n",
+                 atomic_load(&stream_epipe), atomic_load(&tick_canceled));
+        text(res, 200, out);
     } else if (eq(p, "/block")) {
         sleep_ms(qnum(req, 100));
         text(res, 200, "unblocked\n");

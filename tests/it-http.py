@@ -494,6 +494,19 @@ def case_chunked_response():
     check("transfer-encoding" not in h and h.get("connection") == "close", repr(h))
     check(body == b"chunk 0\nchunk 1\nchunk 2\n", "1.0 stream %r" % body)
     c.close()
+    # Timer-driven streaming on the worker.
+    c = Conn(srv.port)
+    c.send(req("/tick?4"))
+    st, h, body, raw = c.response()
+    check(body == b"tick 4\ntick 3\ntick 2\ntick 1\n", "tick stream %r" % body)
+    c.close()
+    # A producer learns that the client left (-EPIPE) and stops.
+    c = Conn(srv.port)
+    c.send(req("/stream-thread?1000"))
+    c.read_until(b"chunk 1\n")
+    c.close()
+    wait_until(lambda: b"stream_epipe=1" in get(srv.port, "/stats")[2], 5,
+               "the producer to see -EPIPE")
     # A large buffered body goes out through partial writes.
     c = Conn(srv.port)
     c.send(req("/big?3000000"))
@@ -840,6 +853,17 @@ def case_shutdown():
     th.join(5)
     check(rc == 1 and 0.5 < dt < 2.0, "hammer: exit %r after %.2fs" % (rc, dt))
     check(out["long"][0] is None, "cut request reported %r" % (out["long"],))
+    # A timer that re-arms itself forever does not keep the stop from
+    # finishing: its callback runs once more and may not re-arm.
+    srv = Server(["--threads", "1", "--drain-timeout-ms", "500"])
+    c = Conn(srv.port)
+    c.send(req("/tick?1000000"))
+    c.read_until(b"tick 999999\n")
+    t0 = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    rc = srv.wait_exit(5)
+    check(rc == 1 and time.monotonic() - t0 < 2, "endless timer: exit %r" % rc)
+    c.close()
 
 
 def case_drain_keepalive():

@@ -105,8 +105,9 @@ typedef void (*handoff_http_handler)(const handoff_http_request *req,
  * none is async-signal-safe. After handoff_http_response_end() the
  * response and its request must not be touched again.
  *
- * If the connection has gone away in the meantime, the calls still
- * succeed and the output is dropped; the response must still be ended.
+ * If the connection has gone away in the meantime, the output is dropped
+ * (handoff_http_response_write() says so with -EPIPE); the response must
+ * still be ended.
  */
 
 /* Sets the status code (200..999; default 200).
@@ -135,7 +136,8 @@ HANDOFF_EXPORT int handoff_http_response_body(handoff_http_response *res,
  * the connection closes after the response); each call sends data as one
  * chunk (len 0 sends nothing). The data is copied. Output is queued
  * without limit: a producer that may outrun a slow client should pace
- * itself. Returns 0, -ENOMEM, or -EALREADY if a buffered body was set. */
+ * itself. Returns 0, -ENOMEM, -EALREADY if a buffered body was set, or
+ * -EPIPE when the connection is closed (stop producing; end res). */
 HANDOFF_EXPORT int handoff_http_response_write(handoff_http_response *res,
                                                const void *data, size_t len);
 
@@ -166,7 +168,8 @@ typedef void (*handoff_http_defer_fn)(handoff_http_response *res, void *arg);
  * res. Must be called on that worker thread (from the handler or from a
  * deferred callback). When the server stops first, fn runs at the stop
  * (the connection is closed by then; ending res is still required).
- * Returns 0, -ENOMEM, or -EPERM when called from another thread. */
+ * Returns 0, -ENOMEM, -EPERM when called from another thread, or
+ * -ECANCELED from a callback run by the stop (end res instead). */
 HANDOFF_EXPORT int handoff_http_response_defer(handoff_http_response *res,
                                                uint64_t delay_usec,
                                                handoff_http_defer_fn fn,

@@ -142,11 +142,17 @@ void hs_conn_close(struct hs_conn *c)
         c->ssl = NULL;
     }
     if (c->fd >= 0) {
+        /* Unregister explicitly: close() alone leaves the registration in
+         * place while another copy of the fd exists, as in a child between
+         * fork() and exec() during an upgrade, and epoll would go on
+         * reporting events with a pointer to a freed connection. */
+        (void)epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         (void)close(c->fd);
         c->fd = -1;
     }
     hs_tset(c, HS_T_NONE, false);
     uncount(c);
+    atomic_store(&c->gone, true);
     c->out.len = c->woff = 0;
     if (c->state == HS_C_APP) {
         c->state = HS_C_DEAD;

@@ -440,6 +440,8 @@ int handoff_http_response_write(handoff_http_response *res, const void *data,
     if (!res || (!data && len))
         return -EINVAL;
     struct hs_conn *c = res->c;
+    if (atomic_load_explicit(&c->gone, memory_order_relaxed))
+        return -EPIPE; /* tell a producer that nobody listens any more */
     if (on_owner(res)) {
         if (!res->a_streaming && res->a_body.len)
             return -EALREADY;

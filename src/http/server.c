@@ -169,6 +169,8 @@ static bool tless(const struct hs_timer *a, const struct hs_timer *b)
 int hs_timer_add(struct hs_worker *w, struct hs_conn *c, uint64_t at,
                  handoff_http_defer_fn fn, void *arg)
 {
+    if (w->finishing)
+        return -ECANCELED; /* the stop runs every callback once, no more */
     if (w->ntimers == w->captimers) {
         size_t cap = w->captimers ? w->captimers * 2 : 16;
         struct hs_timer *t = realloc(w->timers, cap * sizeof *t);
@@ -464,6 +466,7 @@ static void bury(struct hs_worker *w)
 static void worker_finish(struct hs_worker *w)
 {
     w->now = handoff_now_usec();
+    w->finishing = true;
     drop_incoming(w);
     for (struct hs_conn *c = w->conns; c; c = c->next)
         hs_conn_close(c);

@@ -142,6 +142,7 @@ struct hs_conn {
     bool owner_ended;   /* ended on the worker thread (no lock needed) */
     bool ever_async;    /* the response may have been queued */
     bool counted;       /* counts in handoff_conn_begin/srv->nconn */
+    atomic_bool gone;   /* the socket is closed (read by any thread) */
 
     /* Input: unconsumed bytes are rbuf[rstart, rlen). */
     char *rbuf;
@@ -201,6 +202,7 @@ struct hs_worker {
     char date[30];
     bool draining;        /* this worker has applied the drain */
     bool inited;          /* mu initialised */
+    bool finishing;       /* stopped: no new deferred callbacks */
     uint64_t accept_paused_until; /* listeners unwatched (EMFILE) until */
 
     struct hs_conn *conns;

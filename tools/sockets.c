@@ -10,34 +10,9 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
-static void split_listen(const char *arg, char *name, size_t nlen, const char **spec)
-{
-    const char *eq = strchr(arg, '=');
-    size_t n = eq ? (size_t)(eq - arg) : 0;
-    bool word = n > 0 && n < nlen;
-
-    for (size_t i = 0; word && i < n; i++) {
-        char c = arg[i];
-        word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-               c == '_' || c == '-' || c == '.';
-    }
-    if (word) {
-        memcpy(name, arg, n);
-        name[n] = '\0';
-        *spec = eq + 1;
-        return;
-    }
-    /* The library's default name: the spec with ':' and blanks as '_'. */
-    size_t i = 0;
-    for (; arg[i] && i < nlen - 1; i++)
-        name[i] = (arg[i] == ':' || (unsigned char)arg[i] <= 0x20 || (unsigned char)arg[i] >= 0x7f) ? '_' : arg[i];
-    name[i] = '\0';
-    *spec = arg;
-}
-
 static void describe_listener(struct listener *l)
 {
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t slen = sizeof ss;
     int type = 0;
     socklen_t tlen = sizeof type;
@@ -78,7 +53,7 @@ int open_listeners(bool nonblock)
     for (int i = 0; i < S.cfg->nlisten; i++) {
         struct listener *l = &S.ls[S.nls];
         const char *spec;
-        split_listen(S.cfg->listen[i], l->name, sizeof l->name, &spec);
+        listen_split(S.cfg->listen[i], l->name, sizeof l->name, &spec);
         l->fd = handoff_listen(S.h, l->name, spec, &o);
         if (l->fd < 0) {
             log_err("--listen %s: %s", S.cfg->listen[i], handoff_errmsg(S.h));

@@ -2,7 +2,8 @@
  * tool.h - shared by the modules of the handoff command (the .c files in
  * tools/); never installed. The command uses only libhandoff's public API.
  *
- *   handoff.c     main(), the command line, --help
+ *   handoff.c     main(), --help
+ *   cli.c         the command line, parsed without side effects
  *   supervisor.c  `handoff run`: processes, crashes, signals, stop, the loop
  *   reload.c      reloads and readiness (supervisor.h holds the state)
  *   status.c      the text of `handoff status`
@@ -63,6 +64,27 @@ struct config {
     bool nonblock;               /* create sockets with O_NONBLOCK */
     int verbosity;               /* 0 quiet, 1 normal, 2 verbose */
 };
+
+/* ---- cli.c ---- */
+enum cli_command { CLI_RUN, CLI_RELOAD, CLI_STATUS, CLI_STOP, CLI_HELP, CLI_VERSION };
+
+/* A parsed command line. Strings point into the argv given. */
+struct cli {
+    int command;                 /* enum cli_command */
+    struct config cfg;           /* run; name and control for every command */
+    uint64_t timeout;            /* reload/status/stop --timeout; 0 = none */
+    char err[256];               /* the usage error, without "handoff: " */
+};
+
+/* The defaults of every option (no environment variable is read). */
+void cli_defaults(struct cli *c);
+/* Parses argv[1...] (argv[1] is the command) over the defaults already in
+ * *c. Returns 0, or EXIT_USAGE with the reason in c->err. Never prints,
+ * exits or allocates; resets getopt's global state. */
+int cli_parse(int argc, char **argv, struct cli *c);
+/* --listen [NAME=]SPEC: the socket's name (NAME, or the spec with ':' and
+ * blanks as '_', truncated to nlen-1) and the spec. */
+void listen_split(const char *arg, char *name, size_t nlen, const char **spec);
 
 /* ---- util.c ---- */
 enum { LOG_ERR_ = 0, LOG_WARN_ = 1, LOG_INFO_ = 2, LOG_DEBUG_ = 3 };

@@ -41,7 +41,7 @@ void tool_log(int level, const char *fmt, ...)
     if (off < 0 || (size_t)off >= sizeof line)
         off = 0;
     va_start(ap, fmt);
-    (void)vsnprintf(line + off, sizeof line - (size_t)off, fmt, ap);
+    (void)vsnprintf(line + off, sizeof line - (size_t)off, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     va_end(ap);
     (void)fprintf(stderr, "%s\n", line);
 }
@@ -55,7 +55,7 @@ int parse_duration(const char *s, uint64_t *out)
         return -EINVAL;
     errno = 0;
     v = strtod(s, &end);
-    if (errno || end == s || v < 0 || v > 1e7)
+    if (errno || end == s || !(v >= 0 && v <= 1e7)) /* also refuses "nan" */
         return -EINVAL;
     if (strcmp(end, "ms") == 0)
         mult = 1e3;

@@ -440,6 +440,12 @@ HANDOFF_EXPORT int handoff_set_signal_hook(handoff_t *h, int signo, int when,
  * child exits, crashes or exceeds upgrade_timeout_usec, it is killed and
  * reaped and you get HANDOFF_EVENT_UPGRADE_FAILED.
  *
+ * Between fork() and execve() the child holds a copy of every fd of this
+ * process (the close-on-exec ones vanish at exec). An fd registered in an
+ * epoll set stays registered as long as any copy is open, so remove an fd
+ * from its epoll set (EPOLL_CTL_DEL) before closing it, or an event for a
+ * freed connection can arrive during an upgrade.
+ *
  * The child is reaped through a pidfd (Linux >= 5.3) with waitpid() on its
  * own pid: do not reap with waitpid(-1, ...) or set SIGCHLD to SIG_IGN in
  * a process that upgrades, or the exit status is lost.

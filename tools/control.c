@@ -10,6 +10,13 @@
  * connection with SO_PEERCRED (the 0600 mode already stops others at
  * connect(); the check holds even if someone loosens the mode or passes
  * the socket on).
+ *
+ * Out of file descriptors (RLIMIT_NOFILE): a spare fd (/dev/null) is kept
+ * open and closed to accept one connection, so that `handoff reload` and
+ * `handoff status` still get an answer (typically why the reload failed).
+ * When even that is used, the listening socket is taken out of epoll for
+ * a moment instead of waking the loop again and again: clients wait in
+ * its backlog.
  */
 #include "tool.h"
 
@@ -27,6 +34,7 @@
 
 #define MAX_CONNS 32
 #define IDLE_USEC (5 * HANDOFF_USEC_PER_SEC)
+#define ACCEPT_PAUSE_USEC (250 * HANDOFF_USEC_PER_MSEC)
 
 struct conn {
     int fd;
@@ -41,8 +49,15 @@ struct control {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int epfd;
     uint64_t tag_listen, tag_conn;
+    int spare;             /* /dev/null, given up to accept at the fd limit */
+    uint64_t paused_until; /* accept paused (fd limit) until then; 0 = not */
     struct conn conns[MAX_CONNS];
 };
+
+static int open_spare(void)
+{
+    return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
 
 static int unix_addr(const char *path, struct sockaddr_un *sun, socklen_t *len)
 {
@@ -70,8 +85,11 @@ int control_open(const char *path, struct control **out, char *err, size_t errle
         return r;
     }
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) {
+        r = -errno;
+        (void)snprintf(err, errlen, "control socket %s: %s", path, strerror(-r));
+        return r;
+    }
     /* Bind with a tight umask so the socket never exists with a looser
      * mode, not even for an instant. */
     old = umask(0177);
@@ -106,10 +124,12 @@ int control_open(const char *path, struct control **out, char *err, size_t errle
     if (!c) {
         (void)close(fd);
         (void)unlink(path);
+        (void)snprintf(err, errlen, "control socket %s: out of memory", path);
         return -ENOMEM;
     }
     c->fd = fd;
     c->epfd = -1;
+    c->spare = open_spare(); /* none (-1) is tolerated: see on_accept() */
     (void)snprintf(c->path, sizeof c->path, "%s", path);
     for (int i = 0; i < MAX_CONNS; i++)
         c->conns[i].fd = -1;
@@ -127,6 +147,8 @@ static void conn_close(struct control *c, struct conn *k)
     k->fd = -1;
     k->inlen = 0;
     k->wait_seq = 0;
+    if (c->spare < 0)
+        c->spare = open_spare(); /* the fd just closed makes room for it */
 }
 
 void control_close(struct control *c)
@@ -140,6 +162,8 @@ void control_close(struct control *c)
     }
     (void)close(c->fd);
     (void)unlink(c->path);
+    if (c->spare >= 0)
+        (void)close(c->spare);
     free(c);
 }
 
@@ -217,6 +241,39 @@ static void drain_close(int fd)
     (void)close(fd);
 }
 
+/* accept4() failed with EMFILE or ENFILE: accept with the spare fd, or
+ * pause accepting (the listening socket stays readable, and a level-
+ * triggered epoll would wake us again at once, for ever). */
+static int accept_at_fd_limit(struct control *c, int err)
+{
+    if (c->spare >= 0) {
+        (void)close(c->spare);
+        c->spare = -1;
+        int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+            log_warn("control: %s: accepted a connection with the spare fd", strerror(err));
+            return fd;
+        }
+        c->spare = open_spare();
+    }
+    if (!c->paused_until) {
+        struct epoll_event e = {.events = 0, .data.u64 = c->tag_listen | (uint32_t)c->fd};
+        (void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &e);
+        log_warn("control: cannot accept: %s; clients wait (retrying every %d ms)", strerror(err),
+                 (int)(ACCEPT_PAUSE_USEC / 1000));
+    }
+    c->paused_until = handoff_now_usec() + ACCEPT_PAUSE_USEC;
+    return -1;
+}
+
+static void resume_accept(struct control *c)
+{
+    struct epoll_event e = {.events = EPOLLIN, .data.u64 = c->tag_listen | (uint32_t)c->fd};
+
+    c->paused_until = 0;
+    (void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &e);
+}
+
 static void on_accept(struct control *c)
 {
     for (int tries = 0; tries < MAX_CONNS; tries++) {
@@ -225,6 +282,8 @@ static void on_accept(struct control *c)
         struct conn *k = NULL;
         int fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+            fd = accept_at_fd_limit(c, errno);
         if (fd < 0)
             return;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
@@ -306,7 +365,7 @@ void control_on_event(struct control *c, int fd)
 
 uint64_t control_deadline(const struct control *c)
 {
-    uint64_t d = UINT64_MAX;
+    uint64_t d = c && c->paused_until ? c->paused_until : UINT64_MAX;
     for (int i = 0; c && i < MAX_CONNS; i++)
         if (c->conns[i].fd >= 0 && c->conns[i].deadline < d)
             d = c->conns[i].deadline;
@@ -315,6 +374,8 @@ uint64_t control_deadline(const struct control *c)
 
 void control_on_timer(struct control *c, uint64_t now)
 {
+    if (c && c->paused_until && now >= c->paused_until)
+        resume_accept(c);
     for (int i = 0; c && i < MAX_CONNS; i++) {
         struct conn *k = &c->conns[i];
         if (k->fd >= 0 && k->deadline <= now) {
@@ -344,7 +405,7 @@ int control_client(const char *path, const char *cmd, uint64_t timeout)
 {
     struct sockaddr_un sun;
     socklen_t len;
-    char buf[65536], line[160];
+    char buf[65536] = "", line[160];
     size_t got = 0;
     uint64_t deadline = timeout ? handoff_now_usec() + timeout : UINT64_MAX;
     int fd, send_err = 0;

@@ -35,7 +35,7 @@ void reload_fail(const char *fmt, ...)
     va_list ap;
 
     va_start(ap, fmt);
-    (void)vsnprintf(why, sizeof why, fmt, ap);
+    (void)vsnprintf(why, sizeof why, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     va_end(ap);
     for (int i = 0; i < S.cfg->workers; i++) {
         struct slot *s = &S.slots[i];
@@ -225,9 +225,8 @@ void proc_ready(struct proc *p, uint64_t now, const char *how)
 void on_notify(uint64_t now)
 {
     struct notify_msg m;
-    int r;
 
-    for (int n = 0; n < 64 && (r = notify_read(S.notifyfd, &m)) > 0; n++) {
+    for (int n = 0; n < 64 && notify_read(S.notifyfd, &m) > 0; n++) {
         struct proc *w = NULL;
         for (size_t i = 0; i < S.nprocs && !w; i++) {
             struct proc *p = S.procs[i];

@@ -63,22 +63,29 @@ static bool executable_file(const char *path)
 }
 
 /* argv[0] resolved at every spawn, so a deploy that swaps a binary or a
- * symlink in PATH is honoured by the next generation. */
+ * symlink in PATH is honoured by the next generation. NULL with errno
+ * ENOENT (not found) or ENOMEM. */
 static char *resolve_exe(const char *a0)
 {
     const char *path;
     char *buf;
 
-    if (strchr(a0, '/'))
-        return strdup(a0);
+    if (strchr(a0, '/')) {
+        buf = strdup(a0);
+        if (!buf)
+            errno = ENOMEM;
+        return buf;
+    }
     path = getenv("PATH");
     if (!path || !*path)
         path = "/usr/local/bin:/usr/bin:/bin";
     while (*path) {
         const char *end = strchr(path, ':');
         size_t len = end ? (size_t)(end - path) : strlen(path);
-        if (asprintf(&buf, "%.*s%s%s", (int)len, path, len ? "/" : "./", a0) < 0)
+        if (asprintf(&buf, "%.*s%s%s", (int)len, path, len ? "/" : "./", a0) < 0) {
+            errno = ENOMEM;
             return NULL;
+        }
         if (executable_file(buf))
             return buf;
         free(buf);
@@ -251,8 +258,11 @@ pid_t spawn_worker(char *const *argv, const struct listener *ls, int n, const ch
     p.n = n;
     p.exe = resolve_exe(argv[0]);
     if (!p.exe) {
-        int e = errno ? errno : ENOMEM;
-        (void)snprintf(err, errlen, "cannot find \"%s\" in PATH: %s", argv[0], strerror(e));
+        int e = errno == ENOENT ? ENOENT : ENOMEM;
+        if (e == ENOMEM)
+            (void)snprintf(err, errlen, "out of memory");
+        else
+            (void)snprintf(err, errlen, "cannot find \"%s\" in PATH: %s", argv[0], strerror(e));
         return -e;
     }
     for (int i = 0; i < n; i++) {
@@ -307,6 +317,7 @@ pid_t spawn_check(const char *cmd, pid_t worker, unsigned gen, int slot)
         plan_push(&p, "HANDOFF_GENERATION=%u", gen) < 0 ||
         plan_push(&p, "HANDOFF_WORKER=%d", slot) < 0) {
         plan_free(&p);
+        log_err("--ready-command: out of memory (tried again in --ready-interval)");
         return -ENOMEM;
     }
     pid = plan_run(&p, err, sizeof err);

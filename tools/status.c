@@ -16,7 +16,7 @@ __attribute__((format(printf, 4, 5))) static size_t put(char *buf, size_t len, s
     if (off >= len)
         return off;
     va_start(ap, fmt);
-    n = vsnprintf(buf + off, len - off, fmt, ap);
+    n = vsnprintf(buf + off, len - off, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     va_end(ap);
     if (n < 0)
         return off;

@@ -60,14 +60,32 @@ const char *dur(uint64_t usec, char *buf, size_t len)
     return fmt_duration(usec, buf, len);
 }
 
+/* To systemd's NOTIFY_SOCKET, never blocking. The first failure of a
+ * kind is a warning; repeats (e.g. WATCHDOG=1) are logged with -v only. */
 void notify_systemd(const char *fmt, ...)
 {
     char msg[768];
     va_list ap;
+    int r;
+
     va_start(ap, fmt);
-    (void)vsnprintf(msg, sizeof msg, fmt, ap);
+    (void)vsnprintf(msg, sizeof msg, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     va_end(ap);
-    (void)handoff_notify(S.h, msg);
+    r = sd_send(msg);
+    if (r < 0) {
+        S.sd_lost++;
+        if (r != S.sd_err)
+            log_warn("sd_notify to %s failed: %s%s; the supervisor carries on (repeats are logged with -v)",
+                     S.sd_path, strerror(-r), r == -EAGAIN ? " (its receiver is not reading)" : "");
+        else
+            log_debug("sd_notify to %s failed: %s", S.sd_path, strerror(-r));
+        S.sd_err = r;
+    } else if (r > 0 && S.sd_err) {
+        log_info("sd_notify to %s works again (%u message%s lost)", S.sd_path, S.sd_lost,
+                 S.sd_lost == 1 ? "" : "s");
+        S.sd_err = 0;
+        S.sd_lost = 0;
+    }
 }
 
 /* ---- the process table ---- */
@@ -78,7 +96,7 @@ struct proc *proc_add(int kind, pid_t pid, unsigned gen, int slot)
 
     if (S.nprocs == S.cap) {
         size_t cap = S.cap ? S.cap * 2 : 16;
-        struct proc **n = realloc(S.procs, cap * sizeof *n);
+        struct proc **n = realloc(S.procs, cap * sizeof(struct proc *));
         if (!n)
             return NULL;
         S.procs = n;
@@ -189,6 +207,8 @@ struct proc *start_worker(int slot, unsigned gen, char *err, size_t errlen)
     p = proc_add(PK_WORKER, pid, gen, slot);
     if (!p) {
         (void)kill(-pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        }
         (void)snprintf(err, errlen, "out of memory");
         return NULL;
     }
@@ -357,6 +377,46 @@ static void reap_all(uint64_t now)
         }
         i++;
     }
+}
+
+/* Blocks until every process in the table is reaped (they were sent
+ * SIGKILL), without losing an exit status to a bare waitpid(). */
+static void reap_until_empty(void)
+{
+    for (int n = 0; S.nprocs > 0 && n < 100000; n++) {
+        siginfo_t si;
+        reap_all(handoff_now_usec());
+        if (S.nprocs == 0)
+            break;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_ALL, 0, &si, WEXITED | WNOWAIT) < 0 && errno != EINTR)
+            break; /* ECHILD: nothing left to wait for */
+    }
+}
+
+/* The pid file is removed at exit only if it still names this process:
+ * someone may have replaced it (another instance, a deploy). */
+static void pidfile_remove(const char *path)
+{
+    char buf[32];
+    ssize_t n = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        n = read(fd, buf, sizeof buf - 1);
+        (void)close(fd);
+    }
+    if (n <= 0) {
+        log_warn("--pid-file %s: %s at exit; left as is", path, n < 0 ? strerror(errno) : "empty");
+        return;
+    }
+    buf[n] = '\0';
+    if (strtol(buf, NULL, 10) != (long)getpid()) {
+        log_warn("--pid-file %s names another process at exit; left as is", path);
+        return;
+    }
+    if (unlink(path) < 0)
+        log_warn("--pid-file %s: cannot remove it: %s", path, strerror(errno));
 }
 
 /* ---- stop ---- */
@@ -535,6 +595,9 @@ static void on_timers(uint64_t now)
                         p->check = k;
                     } else {
                         (void)kill(-c, SIGKILL);
+                        while (waitpid(c, NULL, 0) < 0 && errno == EINTR) {
+                        }
+                        log_err("--ready-command: out of memory (tried again in --ready-interval)");
                     }
                 }
             }
@@ -557,8 +620,6 @@ static void lib_log(void *userdata, int level, const char *msg)
     tool_log(level <= HANDOFF_LOG_ERR ? LOG_ERR_ : level == HANDOFF_LOG_WARNING ? LOG_WARN_ : LOG_DEBUG_,
              "%s", msg);
 }
-
-/* NAME=SPEC when NAME is a plain word; otherwise the whole text is SPEC. */
 
 static void loop(void)
 {
@@ -614,14 +675,24 @@ int sup_run(struct config *cfg)
             S.watchdog_next = S.start_time;
         }
     }
-    o.flags = HANDOFF_NO_SIGNALS;
+    /* systemd's NOTIFY_SOCKET: spoken to by notify_systemd(), not by the
+     * library, whose sd_notify blocks when the receiver does not read. */
+    {
+        const char *ns = getenv("NOTIFY_SOCKET");
+        if (ns && *ns) {
+            (void)snprintf(S.sd_path, sizeof S.sd_path, "%s", ns);
+            if ((r = sd_open(ns)) < 0)
+                log_warn("NOTIFY_SOCKET=%s: %s; systemd will not be notified", S.sd_path, strerror(-r));
+        }
+    }
+    o.flags = HANDOFF_NO_SIGNALS | HANDOFF_NO_NOTIFY;
     o.argv = cfg->argv;
     o.log = lib_log;
     o.log_level = cfg->verbosity >= 2 ? HANDOFF_LOG_DEBUG : HANDOFF_LOG_WARNING;
     r = handoff_new(&o, &S.h);
     if (r < 0) {
         log_err("handoff_new: %s", strerror(-r));
-        return EXIT_FAILED;
+        goto out;
     }
     if (open_listeners(cfg->nonblock) < 0)
         goto out;
@@ -632,7 +703,7 @@ int sup_run(struct config *cfg)
                 strerror(-r));
         goto out;
     }
-    if ((r = control_open(S.control_path, &S.ctl, err, sizeof err)) < 0) {
+    if (control_open(S.control_path, &S.ctl, err, sizeof err) < 0) {
         log_err("%s", err);
         goto out;
     }
@@ -641,9 +712,14 @@ int sup_run(struct config *cfg)
         log_err("notify socket: %s", strerror(-S.notifyfd));
         goto out;
     }
-    if (cfg->pid_file && (r = handoff_pidfile_write(cfg->pid_file, getpid())) < 0) {
-        log_err("--pid-file %s: %s", cfg->pid_file, strerror(-r));
-        goto out;
+    /* Written once, atomically (temporary file + rename); a pid file that
+     * cannot be written is a deploy error: nothing has started yet. */
+    if (cfg->pid_file) {
+        if ((r = handoff_pidfile_write(cfg->pid_file, getpid())) < 0) {
+            log_err("--pid-file %s: cannot write it: %s; not starting", cfg->pid_file, strerror(-r));
+            goto out;
+        }
+        S.pidfile_written = true;
     }
     if ((r = signals_setup()) < 0) {
         log_err("signals: %s", strerror(-r));
@@ -663,8 +739,10 @@ int sup_run(struct config *cfg)
     control_set_epoll(S.ctl, S.epfd, TAG_CTL_LISTEN, TAG_CTL_CONN);
 
     S.slots = calloc((size_t)cfg->workers, sizeof *S.slots);
-    if (!S.slots)
+    if (!S.slots) {
+        log_err("out of memory");
         goto out;
+    }
     S.gen_last = 1;
     *gen_info(1) = (struct gen_info){.id = 1, .started = S.start_time};
     for (int i = 0; i < cfg->workers; i++) {
@@ -677,15 +755,14 @@ int sup_run(struct config *cfg)
             S.stopping = true;
             for (int k = 0; k < i; k++)
                 proc_kill(S.slots[k].cur);
-            while (S.nprocs > 0 && waitpid(-1, NULL, 0) > 0)
-                reap_all(handoff_now_usec());
+            reap_until_empty();
             goto out;
         }
     }
     {
         char d[32];
         log_info("started generation 1: %d worker%s (pid %ld%s), %d socket%s, ready=%s, control %s",
-                 cfg->workers, cfg->workers > 1 ? "s" : "", (long)S.slots[0].cur->pid,
+                 cfg->workers, cfg->workers > 1 ? "s" : "", S.slots[0].cur ? (long)S.slots[0].cur->pid : 0L,
                  cfg->workers > 1 ? ", ..." : "", S.nls, S.nls == 1 ? "" : "s",
                  cfg->ready_mode == READY_NOTIFY    ? "notify"
                  : cfg->ready_mode == READY_COMMAND ? "command"
@@ -698,8 +775,8 @@ int sup_run(struct config *cfg)
 out:
     if (S.ctl)
         control_close(S.ctl);
-    if (cfg->pid_file)
-        (void)unlink(cfg->pid_file);
+    if (S.pidfile_written)
+        pidfile_remove(cfg->pid_file);
     for (size_t i = 0; i < S.nprocs; i++)
         free(S.procs[i]);
     free(S.procs);
@@ -714,5 +791,6 @@ out:
         (void)close(S.sigfd);
     if (S.epfd >= 0)
         (void)close(S.epfd);
+    sd_close();
     return code;
 }

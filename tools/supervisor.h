@@ -71,6 +71,7 @@ struct supervisor {
     unsigned gen_last;
     uint64_t start_time;
     bool ready_sent;
+    bool pidfile_written;  /* --pid-file written: remove it at exit */
     /* reloads: requests coalesce into the next one to start */
     bool reloading, reload_pending;
     uint64_t reload_seq, next_seq;
@@ -85,6 +86,10 @@ struct supervisor {
     bool stopping;
     unsigned term_count;
     int exit_code;
+    /* systemd's NOTIFY_SOCKET: the last failure (-errno) and lost messages */
+    char sd_path[128];
+    int sd_err;
+    unsigned sd_lost;
     /* systemd's watchdog (WATCHDOG_USEC for our pid): WATCHDOG=1 at half */
     uint64_t watchdog_usec, watchdog_next;
 };

@@ -152,6 +152,13 @@ struct notify_msg {
 int notify_read(int fd, struct notify_msg *m);
 /* True if pid is ancestor or one of its descendants (through /proc). */
 bool pid_descends_from(pid_t pid, pid_t ancestor);
+/* The supervisor's own sd_notify, to systemd's NOTIFY_SOCKET (path):
+ * sd_open() checks the address and makes the (non-blocking) socket, 0 or
+ * -errno; sd_send() returns 1 sent, 0 without a socket, or -errno (EAGAIN:
+ * the receiver's queue is full and the message was dropped). */
+int sd_open(const char *path);
+int sd_send(const char *msg);
+void sd_close(void);
 
 /* ---- control.c ---- */
 struct control;

@@ -21,6 +21,12 @@
  *   /stats           counters: streams stopped early by -EPIPE / -ECANCELED
  *   /block?MS        sleeps MS ms in the handler, blocking its worker (what
  *                    a handler must never do; the drain tests need it)
+ *
+ * it-http-server --check-listen-failure ADDR CERT KEY runs no server: it
+ * drives layer 2 (handoff_http_server_listen()) through failures that
+ * happen after the socket was bound (CERT/KEY must not load), checks that
+ * each leaves nothing behind (the address is free, listening again works)
+ * and prints one line per step; exit status 0 if all held.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -363,6 +369,64 @@ static void handle(const handoff_http_request *req, handoff_http_response *res, 
     }
 }
 
+/* 1 if something accepts connections on addr. */
+static int accepting(const char *spec)
+{
+    handoff_addr a;
+    if (handoff_addr_parse(spec, &a, NULL, 0) < 0)
+        return -1;
+    int fd = socket(a.family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int r = connect(fd, (const struct sockaddr *)(const void *)a.sa.raw, (socklen_t)a.len);
+    (void)close(fd);
+    return r == 0;
+}
+
+static int check_listen_failure(const char *spec, const char *cert, const char *key)
+{
+    handoff_t *h = NULL;
+    handoff_http_server *srv = NULL;
+    handoff_http_options o = HANDOFF_HTTP_OPTIONS_INIT;
+    o.handler = handle;
+    o.threads = 1;
+    int ok = 1;
+    if (handoff_new(NULL, &h) < 0 || handoff_http_server_new(h, &o, &srv) < 0) {
+        fprintf(stderr, "setup failed\n");
+        return 1;
+    }
+    /* Each failure twice: the second time finds no stale registration. */
+    const char *files[][2] = {{cert, key}, {cert, key}, {key, cert}, {"/nonexistent.pem", key}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char err[256] = "";
+        int r = handoff_http_server_listen(srv, spec, files[i][0], files[i][1], err,
+                                           sizeof err);
+        int acc = accepting(spec);
+        printf("bad listen %zu: %s (%s); accepting=%d\n", i, r < 0 ? strerror(-r) : "ok",
+               err, acc);
+        if (r >= 0 || r == -EEXIST || acc != 0)
+            ok = 0;
+    }
+    int fd = handoff_http_server_listen(srv, spec, NULL, NULL, NULL, 0);
+    int acc = accepting(spec);
+    printf("good listen: %s; accepting=%d\n", fd < 0 ? strerror(-fd) : "ok", acc);
+    if (fd < 0 || acc != 1)
+        ok = 0;
+    /* A started server refuses new listeners without binding anything. */
+    if (handoff_http_server_start(srv) == 0) {
+        int r = handoff_http_server_listen(srv, "127.0.0.1:0", NULL, NULL, NULL, 0);
+        printf("listen after start: %s\n", r < 0 ? strerror(-r) : "ok");
+        if (r != -EBUSY)
+            ok = 0;
+    } else {
+        ok = 0;
+    }
+    handoff_http_server_free(srv);
+    handoff_free(h);
+    printf("%s\n", ok ? "OK" : "FAILED");
+    return ok ? 0 : 1;
+}
+
 static uint64_t num(const char *s)
 {
     return strtoull(s, NULL, 10);
@@ -378,6 +442,8 @@ int main(int argc, char **argv)
     o.handler = handle;
     o.on_drain = on_drain;
     o.health_path = "/healthz";
+    if (argc == 5 && !strcmp(argv[1], "--check-listen-failure"))
+        return check_listen_failure(argv[2], argv[3], argv[4]);
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "--listen") && nls < MAX_LISTEN)

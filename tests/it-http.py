@@ -665,6 +665,23 @@ def case_tls():
     c.close()
 
 
+def case_listen_failure():
+    """handoff_http_server_listen() failing after the bind (a certificate
+    that does not load or a key that does not match) closes the socket and
+    drops its registration: the address is free and listening on it again
+    works (it used to give -EEXIST, and the socket stayed open)."""
+    cert, key = make_cert()
+    other = os.path.join(TMP, "other-key.pem")
+    subprocess.run(["openssl", "genrsa", "-out", other, "2048"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    port = free_port()
+    r = subprocess.run([SERVER, "--check-listen-failure", "127.0.0.1:%d" % port, cert, other],
+                       capture_output=True, text=True, timeout=30)
+    log(r.stdout.strip())
+    check(r.returncode == 0 and r.stdout.strip().endswith("OK"),
+          "listen failure left something behind:\n%s%s" % (r.stdout, r.stderr))
+
+
 def timed_get(port, path, out, key):
     t0 = time.monotonic()
     try:
@@ -808,7 +825,7 @@ def case_restart():
 def case_shutdown():
     srv = Server(["--threads", "2"])
     out = {}
-    slow = threading.Thread(target=timed_get, args=(srv.port, "/slow", out, "slow"))
+    slow = threading.Thread(target=timed_get, args=(srv.port, "/defer?3000", out, "slow"))
     slow.start()
     th = threading.Thread(target=timed_get, args=(srv.port, "/thread?1500", out, "thread"))
     th.start()
@@ -833,7 +850,11 @@ def case_shutdown():
     check(st == 200 and h.get("connection") == "close", "recent conn: %d %r" % (st, h))
     check(recent.closed_within(2), "recent conn not closed after its response")
     recent.close()
+    # The listener is closed when the drain starts (clients are refused
+    # rather than left in the backlog), not when the process exits.
     wait_until(lambda: not port_open(srv.port), 2, "listener to stop accepting")
+    check(srv.p.poll() is None and "slow" not in out,
+          "the listener was only closed by the exit")
     slow.join(10)
     th.join(10)
     check(out["slow"][0] == 200 and out["thread"][0] == 200,

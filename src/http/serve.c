@@ -50,16 +50,23 @@ static void each(handoff_http_server **s, size_t n,
 /* Drains every server. On a shutdown nothing will ever accept on the
  * listeners again: give them back to the core, which closes them (our
  * copies only: a socket systemd holds stays open), so that clients are
- * refused at once instead of waiting in the backlog until the exit. */
-static void drain_all(handoff_t *h, handoff_http_server **s,
-                      const handoff_http_options *servers, size_t n, int reason)
+ * refused at once instead of waiting in the backlog until the exit. The
+ * drain has taken them out of every worker by then. */
+static void drain_all(handoff_t *h, handoff_http_server **s, size_t n, int reason)
 {
     each(s, n, handoff_http_server_drain);
     if (reason != HANDOFF_DRAIN_SHUTDOWN)
         return;
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < servers[i].num_listen; k++)
-            (void)handoff_remove(h, servers[i].listen[k].addr);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; s[i] && k < s[i]->nls; k++) {
+            struct hs_listener *l = &s[i]->ls[k];
+            if (l->name) {
+                (void)handoff_remove(h, l->name);
+                free(l->name);
+                l->name = NULL;
+            }
+        }
+    }
 }
 
 int handoff_http_serve(const handoff_options *core, const handoff_http_options *servers,
@@ -135,7 +142,7 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
         if (e == 0) {
             /* The lame-duck delay is over. */
             lame_until = HANDOFF_NO_TIMEOUT;
-            drain_all(h, srv, servers, n, HANDOFF_DRAIN_SHUTDOWN);
+            drain_all(h, srv, n, HANDOFF_DRAIN_SHUTDOWN);
             if (held)
                 handoff_conn_end(h);
             held = false;
@@ -148,7 +155,7 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
                 held = true;
                 lame_until = sat_add(handoff_now_usec(), lame);
             } else {
-                drain_all(h, srv, servers, n, ev.reason);
+                drain_all(h, srv, n, ev.reason);
             }
         } else if (ev.type == HANDOFF_EVENT_STOP) {
             r = ev.reason == HANDOFF_STOP_DRAINED   ? 0

@@ -236,6 +236,13 @@ static void set_listeners(struct hs_worker *w, bool on)
             (void)epoll_ctl(w->epfd, EPOLL_CTL_DEL, srv->ls[i].fd, NULL);
         }
     }
+    /* handoff_http_server_drain() sets the flag, then removes the
+     * listeners from every epoll instance. Checking the flag after adding
+     * them means that either the drain's removal comes after this
+     * addition, or this check sees the flag: a listener is never left
+     * watched by a draining server (whose caller may close it). */
+    if (on && atomic_load(&srv->draining))
+        set_listeners(w, false);
 }
 
 /* Starts serving an accepted socket on w. */
@@ -622,23 +629,49 @@ int handoff_http_server_add_listener(handoff_http_server *srv, int fd,
     return 0;
 }
 
+/* The name handoff_listen() gives spec by default: the characters that
+ * LISTEN_FDNAMES cannot carry (':' is its separator, blanks, controls,
+ * non-ASCII) become '_', at most 255 bytes. The name is passed explicitly
+ * so that a failure can remove exactly this registration, and kept equal
+ * to the core's default so that generations agree on it. */
+static void default_name(const char *spec, char out[256])
+{
+    size_t i = 0;
+    for (; i < 255 && spec[i]; i++) {
+        unsigned char ch = (unsigned char)spec[i];
+        out[i] = (ch == ':' || ch <= 0x20 || ch >= 0x7f) ? '_' : (char)ch;
+    }
+    out[i] = '\0';
+}
+
 int handoff_http_server_listen(handoff_http_server *srv, const char *spec,
                                const char *cert_file, const char *key_file,
                                char *errbuf, size_t errlen)
 {
     if (!srv || !srv->h || !spec)
         return -EINVAL;
-    int fd = handoff_listen(srv->h, NULL, spec, NULL);
+    if (srv->started)
+        return -EBUSY;
+    char name[256];
+    default_name(spec, name);
+    char *copy = strdup(name);
+    if (!copy)
+        return -ENOMEM;
+    int fd = handoff_listen(srv->h, name, spec, NULL);
     if (fd < 0) {
         if (errbuf && errlen)
             snprintf(errbuf, errlen, "%s", handoff_errmsg(srv->h));
+        free(copy);
         return fd;
     }
     int r = handoff_http_server_add_listener(srv, fd, cert_file, key_file, errbuf, errlen);
     if (r < 0) {
-        (void)handoff_remove(srv->h, spec);
+        /* Closes the socket, and it is not passed to a successor. */
+        (void)handoff_remove(srv->h, name);
+        free(copy);
         return r;
     }
+    srv->ls[srv->nls - 1].name = copy;
     return fd;
 }
 
@@ -810,8 +843,10 @@ handoff_http_server *handoff_http_server_free(handoff_http_server *srv)
         worker_done(w);
     }
     free(srv->ws);
-    for (size_t i = 0; i < srv->nls; i++)
+    for (size_t i = 0; i < srv->nls; i++) {
         SSL_CTX_free(srv->ls[i].ctx);
+        free(srv->ls[i].name);
+    }
     free(srv->ls);
     free(srv->health_path);
     free(srv);

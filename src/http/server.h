@@ -61,6 +61,8 @@ enum hs_kind { HS_K_LISTENER = 1, HS_K_WAKE = 2, HS_K_CONN = 3 };
 struct hs_listener {
     int fd;
     SSL_CTX *ctx; /* NULL: plain HTTP */
+    char *name;   /* the name it is registered under in srv->h when
+                     handoff_http_server_listen() made it; NULL otherwise */
 };
 
 /* A worker's registration of one listener (epoll data). */

@@ -87,7 +87,7 @@ def port_open(port):
 class Server:
     """A server process with a pid file, on a free port of 127.0.0.1."""
 
-    def __init__(self, extra=(), binary=None, port=None, tls=None):
+    def __init__(self, extra=(), binary=None, port=None, tls=None, prefix=()):
         self.port = port or free_port()
         self.pidfile = os.path.join(TMP, "srv-%d.pid" % self.port)
         self.logpath = os.path.join(TMP, "srv-%d.log" % self.port)
@@ -97,7 +97,8 @@ class Server:
             argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         argv += list(extra)
         self.log = open(self.logpath, "ab")
-        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log)
+        # prefix (e.g. prlimit) must exec the server in the same process.
+        self.p = subprocess.Popen(list(prefix) + argv, stdout=self.log, stderr=self.log)
         PROCS.append(self.p)
         wait_until(lambda: read_pid(self.pidfile) == self.p.pid and port_open(self.port),
                    20, "server ready")

@@ -1,0 +1,792 @@
+#!/usr/bin/env python3
+"""Hostile HTTP clients against libhandoff-http (tests/it-http-server.c and
+examples/hello).
+
+Each case starts a real server on 127.0.0.1 and attacks it while a normal
+client (the prober) keeps asking for "/" and records how long each answer
+takes. Usage:
+
+    it-hostile.py --server PATH --hello PATH CASE
+
+Cases:
+  slowloris    request heads and bodies dribbled one byte at a time on many
+               connections (reconnecting when cut): each gets 408 at the
+               read timeout, and the prober's p99 stays under 200 ms
+  slow-readers clients that pipeline requests or ask for large bodies and
+               never read: each is reset at the write timeout, and the
+               prober's p99 stays under 200 ms
+  limits       431 and 414 at the configured and default limits, early
+               (before the head is complete), with the connection closed
+  smuggling    framing attacks (CL/TE conflicts, duplicate lengths, chunked
+               twice, obs-fold, bad chunk sizes, bare LF, ...): 400 (501
+               for an unknown coding) and close, and the request hidden
+               behind the body is never served
+  idle-10k     10,000 idle connections to the hello example (RLIMIT_NOFILE
+               raised on both sides); new clients are still served quickly
+  fd-limit     the server at RLIMIT_NOFILE 256 with 400 clients: no spin,
+               no crash, the connections it holds are served, the others
+               once fds free up; a graceful shutdown still works
+
+The attackers run in a child process, so that their work does not delay
+the prober through Python's GIL. Every wait is bounded; every process
+started is killed at the end; a sanitizer report in a server log fails the
+case.
+"""
+import argparse
+import importlib.util
+import multiprocessing
+import os
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("it_http", os.path.join(HERE, "it-http.py"))
+H = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(H)
+
+log, fail, check, wait_until = H.log, H.fail, H.check, H.wait_until
+Conn, req, get, Server = H.Conn, H.req, H.get, H.Server
+
+P99_BOUND = 0.200  # seconds: the prober's 99th percentile under attack
+
+
+# --------------------------------------------------------------------------
+# Measuring the server and the normal client
+
+
+def proc_cpu(pid):
+    """utime + stime of pid in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_all_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def proc_fds(pid):
+    """The sockets pid holds (other fds come and go: a pid file being
+    written, for example)."""
+    n = 0
+    d = "/proc/%d/fd" % pid
+    for fd in os.listdir(d):
+        try:
+            if os.readlink(os.path.join(d, fd)).startswith("socket:"):
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def proc_rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(xs, p):
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(len(s) * p))] if s else float("nan")
+
+
+class Prober(threading.Thread):
+    """A normal client: GET / every interval, alternately on one keep-alive
+    connection and on a fresh connection (which also measures accept)."""
+
+    def __init__(self, port, interval=0.01):
+        super().__init__(daemon=True)
+        self.port, self.interval = port, interval
+        self.lat, self.errors = [], []
+        self.stop = threading.Event()
+
+    def run(self):
+        ka = None
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            t0 = time.monotonic()
+            try:
+                if i % 2:
+                    st, h, body, _ = get(self.port, "/")
+                else:
+                    if ka is None:
+                        ka = Conn(self.port)
+                    ka.send(req("/"))
+                    st, h, body, _ = ka.response()
+                if st != 200 or body != b"Hello, World!":
+                    self.errors.append("status %d %r" % (st, body[:40]))
+                self.lat.append(time.monotonic() - t0)
+            except Exception as e:  # noqa: BLE001 - reported by the case
+                self.errors.append(repr(e))
+                if ka:
+                    ka.close()
+                ka = None
+            self.stop.wait(self.interval)
+        if ka:
+            ka.close()
+
+    def finish(self):
+        self.stop.set()
+        self.join(10)
+        return self
+
+    def summary(self):
+        return "%d requests, p50 %.1f ms, p99 %.1f ms, max %.1f ms, %d errors" % (
+            len(self.lat), pct(self.lat, 0.5) * 1e3, pct(self.lat, 0.99) * 1e3,
+            max(self.lat, default=float("nan")) * 1e3, len(self.errors))
+
+    def check(self, what, minimum=100):
+        check(not self.errors, "%s: the normal client failed: %r" % (what, self.errors[:5]))
+        check(len(self.lat) >= minimum, "%s: only %d normal requests" % (what, len(self.lat)))
+        p99 = pct(self.lat, 0.99)
+        check(p99 < P99_BOUND, "%s: normal client p99 %.0f ms >= %.0f ms (%s)"
+              % (what, p99 * 1e3, P99_BOUND * 1e3, self.summary()))
+
+
+TCP_CLOSE, TCP_CLOSE_WAIT = 7, 8
+
+
+def tcp_state(s):
+    """The kernel's TCP state of s (tcpi_state), without reading from it."""
+    try:
+        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    except OSError:
+        return TCP_CLOSE
+
+
+def rst_close(s):
+    """Closes with a reset: no TIME_WAIT left behind on a shared machine."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    s.close()
+
+
+# --------------------------------------------------------------------------
+# Attackers (run in a child process; results come back through a queue)
+
+
+def slowloris_attack(port, n, interval, duration, q):
+    """n connections, each sent one byte per interval; a connection cut by
+    the server is replaced. Reports (lifetime from first byte to the
+    server's close, got 408) per finished connection."""
+    heads = [
+        # A head that never ends: one endless header field.
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: " + b"a" * 100000),
+        # A valid head, too slow to finish within the read timeout.
+        (b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: " + b"s" * 200 + b"\r\n\r\n"),
+        # A slow body (R-U-Dead-Yet): the head at once, the body dribbled.
+        None,
+    ]
+    post = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    conns = {}  # socket -> [kind, offset, t_first, got]
+    done = []
+    end = time.monotonic() + duration
+
+    def open_one(kind):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        if heads[kind] is None:
+            s.send(post)
+        conns[s] = [kind, 0, time.monotonic(), b""]
+
+    for i in range(n):
+        open_one(i % len(heads))
+    while time.monotonic() < end:
+        t_round = time.monotonic()
+        for s, st in list(conns.items()):
+            kind, off, t_first, got = st
+            closed = False
+            try:
+                d = s.recv(4096)
+                if d:
+                    st[3] = got + d
+                else:
+                    closed = True
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+            if not closed:
+                data = heads[kind] if heads[kind] is not None else b"b" * 100000
+                try:
+                    s.send(data[off:off + 1])
+                    st[1] = off + 1
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed = True
+            if not closed and tcp_state(s) in (TCP_CLOSE, TCP_CLOSE_WAIT):
+                try:
+                    st[3] += s.recv(4096)
+                except OSError:
+                    pass
+                closed = True
+            if closed:
+                done.append((time.monotonic() - t_first, st[3].startswith(b"HTTP/1.1 408 ")))
+                del conns[s]
+                rst_close(s)
+                try:
+                    open_one(kind)
+                except OSError:
+                    pass
+        time.sleep(max(0.0, interval - (time.monotonic() - t_round)))
+    for s in conns:
+        rst_close(s)
+    q.put({"done": done, "open_at_end": len(conns)})
+
+
+def slow_reader_attack(port, n_pipe, n_big, duration, q):
+    """n_pipe connections pipelining GET / as fast as the server takes them
+    and n_big asking for a large body; none ever reads. A connection reset
+    by the server is replaced. Reports the lifetime of each reset one."""
+    pipe = req("/") * 2000
+    conns = {}  # socket -> [kind, t_open]
+    done = []
+    end = time.monotonic() + duration
+
+    def open_one(kind):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.setblocking(False)
+        if kind == "big":
+            s.send(req("/big?3000000"))
+        conns[s] = [kind, time.monotonic()]
+
+    for i in range(n_pipe):
+        open_one("pipe")
+    for i in range(n_big):
+        open_one("big")
+    while time.monotonic() < end:
+        for s, (kind, t_open) in list(conns.items()):
+            closed = tcp_state(s) == TCP_CLOSE
+            if not closed and kind == "pipe":
+                try:
+                    s.send(pipe)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    closed = True
+            if closed:
+                done.append((kind, time.monotonic() - t_open))
+                del conns[s]
+                rst_close(s)
+                try:
+                    open_one(kind)
+                except OSError:
+                    pass
+        time.sleep(0.05)
+    for s in conns:
+        rst_close(s)
+    q.put({"done": done, "open_at_end": len(conns)})
+
+
+def run_attack(target, args):
+    q = multiprocessing.Queue()
+    p = multiprocessing.Process(target=target, args=tuple(args) + (q,), daemon=True)
+    p.start()
+    return p, q
+
+
+def attack_result(p, q, timeout):
+    try:
+        res = q.get(timeout=timeout)
+    except Exception:  # noqa: BLE001
+        p.kill()
+        fail("the attacker process gave no result")
+    p.join(10)
+    return res
+
+
+# --------------------------------------------------------------------------
+# Cases
+
+
+def case_slowloris():
+    read_ms = 2000
+    srv = Server(["--threads", "2", "--read-timeout-ms", str(read_ms)])
+    pid = srv.p.pid
+    base_fds = proc_fds(pid)
+    n, duration = 300, 7.0
+    prober = Prober(srv.port)
+    cpu0, t0 = proc_cpu(pid), time.monotonic()
+    p, q = run_attack(slowloris_attack, (srv.port, n, 0.2, duration))
+    time.sleep(0.3)
+    prober.start()
+    res = attack_result(p, q, duration + 60)
+    prober.finish()
+    busy = (proc_cpu(pid) - cpu0) / (time.monotonic() - t0)
+    done = res["done"]
+    lifetimes = [d[0] for d in done]
+    got408 = sum(1 for d in done if d[1])
+    log("  slowloris: %d connections at a time (endless header, slow head, slow body), "
+        "1 byte each per 200 ms, %.0f s; %d cut, %d of them with 408; lifetime first "
+        "byte -> close min %.2f s, p50 %.2f s, max %.2f s (read timeout %.1f s); server CPU "
+        "%.0f%%" % (n, duration, len(done), got408, min(lifetimes, default=0),
+                    pct(lifetimes, 0.5), max(lifetimes, default=0), read_ms / 1e3, busy * 100))
+    log("  normal client under attack: %s" % prober.summary())
+    check(len(done) >= n, "only %d slow connections were cut" % len(done))
+    check(got408 == len(done), "%d of %d cut slow connections got no 408"
+          % (len(done) - got408, len(done)))
+    check(min(lifetimes) > read_ms / 1e3 - 0.1 and max(lifetimes) < read_ms / 1e3 + 2.0,
+          "slow connections cut after %.2f..%.2f s, read timeout %.1f s"
+          % (min(lifetimes), max(lifetimes), read_ms / 1e3))
+    prober.check("slowloris")
+    # Everything the attack opened is gone (the prober's keep-alive
+    # connection aside).
+    wait_until(lambda: proc_fds(pid) <= base_fds + 2, 10, "the server to close the attackers")
+    check(srv.p.poll() is None, "the server died")
+
+
+def case_slow_readers():
+    write_ms = 1500
+    srv = Server(["--threads", "2", "--write-timeout-ms", str(write_ms)])
+    pid = srv.p.pid
+    base_fds = proc_fds(pid)
+    n_pipe, n_big, duration = 100, 10, 7.0
+    prober = Prober(srv.port)
+    cpu0, t0 = proc_cpu(pid), time.monotonic()
+    p, q = run_attack(slow_reader_attack, (srv.port, n_pipe, n_big, duration))
+    time.sleep(0.3)
+    prober.start()
+    rss = 0.0
+    while p.is_alive() and time.monotonic() - t0 < duration:
+        rss = max(rss, proc_rss_mb(pid))
+        time.sleep(0.2)
+    res = attack_result(p, q, duration + 60)
+    prober.finish()
+    busy = (proc_cpu(pid) - cpu0) / (time.monotonic() - t0)
+    done = res["done"]
+    life = {k: [d[1] for d in done if d[0] == k] for k in ("pipe", "big")}
+    log("  slow readers: %d pipelining and %d large-body clients at a time that never read, "
+        "%.0f s; reset by the server: %d pipelining (lifetime %.2f..%.2f s), %d large-body "
+        "(%.2f..%.2f s), write timeout %.1f s; server CPU %.0f%%, peak RSS %.0f MB"
+        % (n_pipe, n_big, duration, len(life["pipe"]), min(life["pipe"], default=0),
+           max(life["pipe"], default=0), len(life["big"]), min(life["big"], default=0),
+           max(life["big"], default=0), write_ms / 1e3, busy * 100, rss))
+    log("  normal client under attack: %s" % prober.summary())
+    for k, n in (("pipe", n_pipe), ("big", n_big)):
+        check(len(life[k]) >= n, "only %d of the %s readers were reset" % (len(life[k]), k))
+        check(max(life[k]) < write_ms / 1e3 + 3.0,
+              "a %s reader lived %.2f s (write timeout %.1f s)" % (k, max(life[k]), write_ms / 1e3))
+        check(min(life[k]) > write_ms / 1e3 - 0.1,
+              "a %s reader was cut after %.2f s, before the write timeout" % (k, min(life[k])))
+    prober.check("slow readers")
+    wait_until(lambda: proc_fds(pid) <= base_fds + 2, 10, "the server to close the attackers")
+    check(srv.p.poll() is None, "the server died")
+
+
+def ask(port, data):
+    """One request on its own connection: (status, headers, body)."""
+    c = Conn(port)
+    try:
+        c.send(data)
+        return c.response()[:3]
+    finally:
+        c.close()
+
+
+def expect_close(port, data, status, what):
+    """Sends data at once; expects one response with status and
+    Connection: close, then the end of the connection, and nothing else."""
+    c = Conn(port)
+    try:
+        c.send(data)
+        st, h, body, raw = c.response()
+        ok = st in status if isinstance(status, tuple) else st == status
+        check(ok, "%s: expected %r, got %d" % (what, status, st))
+        check(h.get("connection") == "close", "%s: %d without Connection: close" % (what, st))
+        check(c.closed_within(5), "%s: connection not closed after %d" % (what, st))
+        check(b"HTTP/1.1" not in c.buf and b"SMUGGLED" not in c.buf,
+              "%s: more was answered: %r" % (what, c.buf[:200]))
+    finally:
+        c.close()
+
+
+def case_limits():
+    srv = Server(["--threads", "1", "--max-header", "1024"])
+    port = srv.port
+    # At the limit: a head of exactly 1024 bytes is served, 1025 is not.
+    pad = 1024 - len(req("/", headers=["Connection: close", "X-Pad: "]))
+    exact = req("/", headers=["Connection: close", "X-Pad: " + "p" * pad])
+    check(len(exact) == 1024, "test bug: %d" % len(exact))
+    c = Conn(port)
+    c.send(exact)
+    st, h, body, _ = c.response()
+    check(st == 200, "a head of exactly 1024 bytes: %d" % st)
+    c.close()
+    expect_close(port, req("/", headers=["Connection: close", "X-Pad: " + "p" * (pad + 1)]),
+                 431, "a head of 1025 bytes")
+    expect_close(port, req("/", headers=["X-Pad: " + "p" * 1100]), 431, "one large header")
+    expect_close(port, req("/", headers=["X-H%d: v" % i for i in range(100)]), 431,
+                 "101 header fields")
+    expect_close(port, req("/" + "t" * 1100), 414, "long target")
+    expect_close(port, req("/?" + "q" * 2000, headers=["X-Pad: " + "p" * 2000]), 414,
+                 "long query")
+    # The limit is enforced as bytes arrive, not when the head ends: a head
+    # that never ends gets its 431 once it is too large.
+    c = Conn(port)
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: " + b"e" * 2000)
+    st, h, body, _ = c.response()
+    check(st == 431 and c.closed_within(5), "endless header: %d" % st)
+    c.close()
+    c = Conn(port)
+    c.send(b"GET /" + b"t" * 2000)
+    st, h, body, _ = c.response()
+    check(st == 414 and c.closed_within(5), "endless target: %d" % st)
+    c.close()
+    # Dribbled in small pieces, the answer is the same.
+    c = Conn(port)
+    data = req("/", headers=["X-Pad: " + "p" * 1100])
+    for i in range(0, 1100, 50):
+        c.send(data[i:i + 50])
+    st, h, body, _ = c.response()
+    check(st == 431, "dribbled large header: %d" % st)
+    c.close()
+    # The defaults (8192 bytes, 100 fields).
+    dflt = Server(["--threads", "1"])
+    st, h, body = ask(dflt.port, req("/", headers=["X-Pad: " + "p" * 7000]))
+    check(st == 200, "7000-byte header at the default limit: %d" % st)
+    expect_close(dflt.port, req("/", headers=["X-Pad: " + "p" * 9000]), 431, "default 431")
+    expect_close(dflt.port, req("/" + "t" * 9000), 414, "default 414")
+    st, h, body = ask(dflt.port, req("/", headers=["X-H%d: v" % i for i in range(99)]))
+    check(st == 200, "100 header fields: %d" % st)
+    log("  431 (1 large field, 101 fields, endless, dribbled) and 414 (long target, long "
+        "query, endless) at 1024 bytes and at the 8192-byte default; heads just under "
+        "the limits served")
+    check(get(port, "/")[0] == 200, "server hurt")
+
+
+SMUGGLED = b"GET /info?SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def post(headers, body=b""):
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\n" + b"".join(h + b"\r\n" for h in headers)
+    return head + b"\r\n" + body
+
+
+def case_smuggling():
+    srv = Server(["--threads", "2"])
+    port = srv.port
+    chunk_smuggle = b"0\r\n\r\n" + SMUGGLED
+    cases = [
+        # Content-Length and Transfer-Encoding together, in either order.
+        ("CL then TE", post([b"Content-Length: 6", b"Transfer-Encoding: chunked"], chunk_smuggle), 400),
+        ("TE then CL", post([b"Transfer-Encoding: chunked", b"Content-Length: 6"], chunk_smuggle), 400),
+        ("CL 0 and TE", post([b"Content-Length: 0", b"Transfer-Encoding: chunked"], chunk_smuggle), 400),
+        # Two lengths.
+        ("duplicate CL differing", post([b"Content-Length: 5", b"Content-Length: 45"],
+                                        b"hello" + SMUGGLED), 400),
+        ("CL list differing", post([b"Content-Length: 5, 45"], b"hello" + SMUGGLED), 400),
+        ("CL +5", post([b"Content-Length: +5"], b"hello" + SMUGGLED), 400),
+        ("CL -5", post([b"Content-Length: -5"], b"hello" + SMUGGLED), 400),
+        ("CL 0x5", post([b"Content-Length: 0x5"], b"hello" + SMUGGLED), 400),
+        ("CL 5.0", post([b"Content-Length: 5.0"], b"hello" + SMUGGLED), 400),
+        ("CL empty", post([b"Content-Length:"], SMUGGLED), 400),
+        ("CL overflow", post([b"Content-Length: 99999999999999999999"], SMUGGLED), 400),
+        ("CL obs-fold", post([b"Content-Length:", b" 5"], b"hello" + SMUGGLED), 400),
+        # Chunked twice, or not last, or disguised.
+        ("TE chunked, chunked", post([b"Transfer-Encoding: chunked, chunked"], chunk_smuggle), 400),
+        ("TE chunked twice", post([b"Transfer-Encoding: chunked", b"Transfer-Encoding: chunked"],
+                                  chunk_smuggle), 400),
+        ("TE chunked, identity", post([b"Transfer-Encoding: chunked, identity"], chunk_smuggle), 400),
+        ("TE obs-fold", post([b"Transfer-Encoding:", b" chunked"], chunk_smuggle), 400),
+        ("TE value obs-fold", post([b"Transfer-Encoding: chunked", b" , identity"], chunk_smuggle), 400),
+        ("TE space before colon", post([b"Transfer-Encoding : chunked"], chunk_smuggle), 400),
+        ("TE xchunked", post([b"Transfer-Encoding: xchunked"], chunk_smuggle), 400),
+        ("TE gzip, chunked", post([b"Transfer-Encoding: gzip, chunked"], chunk_smuggle), 501),
+        ("TE chunked;param", post([b"Transfer-Encoding: chunked;q=1"], chunk_smuggle), 400),
+        ("TE empty element", post([b"Transfer-Encoding: ,chunked"], chunk_smuggle), 400),
+        ("TE vertical tab", post([b"Transfer-Encoding:\x0bchunked"], chunk_smuggle), 400),
+        ("TE in HTTP/1.0", b"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+         + chunk_smuggle, 400),
+        # Bad chunk sizes. A size past the body limit is a 413 before it
+        # can overflow (the limit is at most 2^40).
+        ("chunk size hex overflow", post([b"Transfer-Encoding: chunked"],
+                                         b"10000000000000000\r\n" + SMUGGLED), (400, 413)),
+        ("chunk size 2^64-1", post([b"Transfer-Encoding: chunked"],
+                                   b"ffffffffffffffff\r\n" + SMUGGLED), (400, 413)),
+        ("chunk size 2^64+5 wraps to 5", post([b"Transfer-Encoding: chunked"],
+                                              b"10000000000000005\r\nhello\r\n" + chunk_smuggle),
+         (400, 413)),
+        ("chunk size negative", post([b"Transfer-Encoding: chunked"], b"-1\r\n" + SMUGGLED), 400),
+        ("chunk size 0x10", post([b"Transfer-Encoding: chunked"], b"0x10\r\n" + SMUGGLED), 400),
+        ("chunk size leading space", post([b"Transfer-Encoding: chunked"],
+                                          b" 5\r\nhello\r\n" + chunk_smuggle), 400),
+        ("chunk size trailing space", post([b"Transfer-Encoding: chunked"],
+                                           b"5 \r\nhello\r\n" + chunk_smuggle), 400),
+        ("chunk size tab", post([b"Transfer-Encoding: chunked"],
+                                b"5\t\r\nhello\r\n" + chunk_smuggle), 400),
+        ("chunk size +5", post([b"Transfer-Encoding: chunked"], b"+5\r\nhello\r\n" + chunk_smuggle),
+         400),
+        ("chunk size empty", post([b"Transfer-Encoding: chunked"], b"\r\nhello\r\n" + chunk_smuggle),
+         400),
+        ("chunk size bare LF", post([b"Transfer-Encoding: chunked"], b"5\nhello\r\n" + chunk_smuggle),
+         400),
+        ("chunk size space before ext", post([b"Transfer-Encoding: chunked"],
+                                             b"5 ;a=b\r\nhello\r\n" + chunk_smuggle), 400),
+        # Chunk data longer than its size: the extra bytes would be a request.
+        ("chunk longer than its size", post([b"Transfer-Encoding: chunked"],
+                                            b"3\r\nhello\r\n" + chunk_smuggle), 400),
+        ("chunk data without CRLF", post([b"Transfer-Encoding: chunked"],
+                                         b"5\r\nhello" + chunk_smuggle), 400),
+        ("trailer obs-fold", post([b"Transfer-Encoding: chunked"],
+                                  b"0\r\nX-T: a\r\n b\r\n\r\n" + SMUGGLED), 400),
+        # Line ends and other head tricks.
+        ("bare LF head", b"POST /echo HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello" + SMUGGLED, 400),
+        ("bare CR in value", post([b"X-A: a\rContent-Length: 5"], b"hello" + SMUGGLED), 400),
+        ("NUL in value", post([b"X-A: a\x00b", b"Content-Length: 5"], b"hello" + SMUGGLED), 400),
+        ("two Host fields", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED, 400),
+        ("space in target", b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n" + SMUGGLED, 400),
+        ("HTTP/1.1 with trailing space", b"GET / HTTP/1.1 \r\nHost: x\r\n\r\n" + SMUGGLED, 400),
+        ("lower-case version", b"GET / http/1.1\r\nHost: x\r\n\r\n" + SMUGGLED, 400),
+    ]
+    for what, data, status in cases:
+        expect_close(port, data, status, what)
+    # A request hidden in a body of the declared length is body, not a
+    # request: it is echoed back, never served.
+    c = Conn(port)
+    body = b"hi" + SMUGGLED
+    c.send(post([b"Content-Length: %d" % len(body)], body))
+    st, h, got, _ = c.response()
+    check(st == 200 and got == body, "CL-framed smuggle: %d %r" % (st, got[:60]))
+    chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    c.send(post([b"Transfer-Encoding: chunked"], chunk))
+    st, h, got, _ = c.response()
+    check(st == 200 and got == body, "chunk-framed smuggle: %d %r" % (st, got[:60]))
+    # A body shorter than its Content-Length swallows what follows: the
+    # next "request" is body bytes until the length is complete.
+    short = b"abc"
+    c.send(post([b"Content-Length: %d" % (len(short) + len(SMUGGLED))], short) + SMUGGLED)
+    st, h, got, _ = c.response()
+    check(st == 200 and got == short + SMUGGLED, "short body: %r" % got[:80])
+    c.send(req("/info"))
+    st, h, got, _ = c.response()
+    check(st == 200 and b"SMUGGLED" not in got, "after short body: %r" % got[:80])
+    c.close()
+    log("  %d framing attacks rejected with 400/413/501 and the connection closed, none of the "
+        "requests behind them answered; requests inside correctly framed bodies echoed as "
+        "body" % len(cases))
+    check(get(port, "/")[0] == 200, "server hurt")
+
+
+def raise_nofile(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (OSError, ValueError):
+            want = hard
+    if soft == resource.RLIM_INFINITY or soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def open_many(port, n, deadline):
+    """n connected sockets (non-blocking connects, at most 512 pending)."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    done, pending, started = [], {}, 0
+    while len(done) < n:
+        check(time.monotonic() < deadline, "only %d of %d connections after the deadline"
+              % (len(done), n))
+        while started < n and len(pending) < 512:
+            s = socket.socket()
+            s.setblocking(False)
+            err = s.connect_ex(("127.0.0.1", port))
+            check(err in (0, 115), "connect: %s" % os.strerror(err))  # EINPROGRESS
+            pending[s] = True
+            sel.register(s, selectors.EVENT_WRITE)
+            started += 1
+        for key, _ in sel.select(0.5):
+            s = key.fileobj
+            sel.unregister(s)
+            del pending[s]
+            err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            check(err == 0, "connect %d failed: %s" % (len(done), os.strerror(err)))
+            done.append(s)
+    sel.close()
+    return done
+
+
+def case_idle_10k():
+    n = 10000
+    with open("/proc/sys/fs/nr_open") as f:
+        nr_open = int(f.read())
+    need = n + 500
+    got = raise_nofile(need)
+    if got < need or nr_open < need:
+        log("SKIP: RLIMIT_NOFILE %d / fs.nr_open %d: %d fds cannot be had" % (got, nr_open, need))
+        sys.exit(77)
+    # The hello example with its defaults (silent connections are closed
+    # after 30 s, idle ones after 60 s: the test needs a few seconds), its
+    # fd limit raised by prlimit before it starts.
+    srv = Server(["--threads", "2"], binary=H.HELLO,
+                 prefix=["prlimit", "--nofile=%d:%d" % (need, need), "--"])
+    pid = srv.p.pid
+    base_fds = proc_fds(pid)
+    rss0 = proc_rss_mb(pid)
+    t0 = time.monotonic()
+    socks = open_many(srv.port, n, t0 + 120)
+    t_open = time.monotonic() - t0
+    try:
+        # Half of them make one request first: idle keep-alive rather than
+        # silent new connections.
+        for s in socks[: n // 2]:
+            s.setblocking(True)
+            s.settimeout(10)
+            s.sendall(req("/"))
+        for i, s in enumerate(socks[: n // 2]):
+            buf = b""
+            while b"Hello, World!" not in buf:
+                d = s.recv(4096)
+                check(d, "idle connection %d closed before its answer" % i)
+                buf += d
+        wait_until(lambda: proc_fds(pid) >= base_fds + n, 60, "the server to hold all connections")
+        rss = proc_rss_mb(pid)
+        prober = Prober(srv.port, interval=0.01)
+        cpu0, t1 = proc_cpu(pid), time.monotonic()
+        prober.start()
+        time.sleep(3.0)
+        prober.finish()
+        busy = (proc_cpu(pid) - cpu0) / (time.monotonic() - t1)
+        log("  %d idle connections (half silent, half after one request) opened in %.1f s; "
+            "server holds %d sockets, RSS %.0f MB (%.1f KB per connection); CPU %.0f%% while idle"
+            % (n, t_open, proc_fds(pid), rss, (rss - rss0) * 1024 / n, busy * 100))
+        log("  new clients meanwhile: %s" % prober.summary())
+        prober.check("10k idle", minimum=50)
+        check(busy < 0.3, "the server is busy with idle connections (%.0f%% CPU)" % (busy * 100))
+    finally:
+        for s in socks:
+            rst_close(s)
+    wait_until(lambda: proc_fds(pid) <= base_fds + 2, 30, "the server to close them")
+    check(get(srv.port, "/")[0] == 200 and srv.p.poll() is None, "server hurt")
+
+
+def case_fd_limit():
+    limit, n = 256, 400
+    raise_nofile(n + 200)
+    srv = Server(["--threads", "2"], prefix=["prlimit", "--nofile=%d:%d" % (limit, limit), "--"])
+    pid = srv.p.pid
+    socks = open_many(srv.port, n, time.monotonic() + 60)
+    try:
+        wait_until(lambda: proc_all_fds(pid) >= limit - 1, 20, "the server to reach its fd limit")
+        # Saturated: the accept queue holds the rest, and the server must
+        # not spin on a listener it cannot accept from.
+        t0, cpu0 = time.monotonic(), proc_cpu(pid)
+        time.sleep(1.5)
+        busy = (proc_cpu(pid) - cpu0) / (time.monotonic() - t0)
+        check(srv.p.poll() is None, "the server died at its fd limit")
+        # Every connection asks; those the server holds are answered now.
+        for s in socks:
+            s.setblocking(True)
+            s.settimeout(20)
+            s.sendall(req("/"))
+        answered = [False] * n
+        import selectors
+        sel = selectors.DefaultSelector()
+        for i, s in enumerate(socks):
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ, i)
+        bufs = [b""] * n
+
+        def collect(seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end and not all(answered):
+                for key, _ in sel.select(0.2):
+                    i = key.data
+                    try:
+                        d = key.fileobj.recv(4096)
+                    except BlockingIOError:
+                        continue
+                    check(d, "connection %d closed without an answer" % i)
+                    bufs[i] += d
+                    if b"Hello, World!" in bufs[i]:
+                        answered[i] = True
+                        sel.unregister(key.fileobj)
+        collect(3.0)
+        held = sum(answered)
+        check(0 < held < n, "%d of %d answered at a limit of %d fds" % (held, n, limit))
+        # Free the fds: those answered go away, the queued ones get in.
+        for i, s in enumerate(socks):
+            if answered[i]:
+                rst_close(s)
+        collect(30.0)
+        missing = [i for i in range(n) if not answered[i]]
+        check(not missing, "%d queued connections never answered (e.g. %s)"
+              % (len(missing), missing[:5]))
+        sel.close()
+        log("  %d clients against RLIMIT_NOFILE %d: server CPU %.1f%% while saturated; %d "
+            "answered at once, the other %d once fds were freed" % (n, limit, busy * 100, held,
+                                                                     n - held))
+        check(busy < 0.2, "the server spins at its fd limit (%.0f%% CPU)" % (busy * 100))
+        check(get(srv.port, "/")[0] == 200, "a new client is not served")
+    finally:
+        for s in socks:
+            rst_close(s)
+    # A graceful shutdown still works.
+    srv.signal(signal.SIGTERM)
+    check(srv.wait_exit(10) == 0, "shutdown at the fd limit")
+
+
+CASES = {name[5:].replace("_", "-"): fn for name, fn in list(globals().items())
+         if name.startswith("case_")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--server", required=True)
+    ap.add_argument("--hello", required=True)
+    ap.add_argument("case", choices=sorted(CASES))
+    a = ap.parse_args()
+    H.SERVER, H.HELLO = os.path.abspath(a.server), os.path.abspath(a.hello)
+    H.TMP = tempfile.mkdtemp(prefix="it-hostile-")
+    rc = 0
+    t0 = time.monotonic()
+    try:
+        CASES[a.case]()
+        log("PASS %s (%.1fs)" % (a.case, time.monotonic() - t0))
+    except AssertionError as e:
+        log("FAIL %s: %s" % (a.case, e))
+        rc = 1
+    finally:
+        for p in H.PROCS:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        for f in sorted(os.listdir(H.TMP)):
+            if f.endswith(".log"):
+                with open(os.path.join(H.TMP, f), "rb") as fh:
+                    text = fh.read().decode(errors="replace")
+                for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                             "WARNING: ThreadSanitizer", "runtime error:"):
+                    if mark in text:
+                        log("FAIL %s: %s in %s" % (a.case, mark, f))
+                        rc = 1
+                if rc and text:
+                    log("--- %s\n%s" % (f, text[-3000:]))
+        shutil.rmtree(H.TMP, ignore_errors=True)
+    sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()

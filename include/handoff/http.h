@@ -196,7 +196,8 @@ typedef struct handoff_http_hijack {
  * was streamed. Returns 0, -ENOTSUP for a TLS connection, -EALREADY if
  * streaming has started, -EPERM from another thread or outside the
  * handler, -EAGAIN if earlier pipelined responses are still being sent,
- * -ENOMEM. On failure res is unchanged and still owned by the caller. */
+ * -EPIPE if sending them failed (the client is gone), -ENOMEM. On
+ * failure res is unchanged and still owned by the caller. */
 HANDOFF_EXPORT int handoff_http_response_hijack(handoff_http_response *res,
                                                 handoff_http_hijack *out);
 
@@ -232,10 +233,13 @@ typedef struct handoff_http_options {
     unsigned threads;
 
     /* Read timeout: from the first byte of a request to its last body
-     * byte; a partial request then gets 408. Default 30 s. */
+     * byte; a partial request then gets 408. A new connection that sends
+     * nothing at all is closed after this long, without a response.
+     * Default 30 s. */
     uint64_t read_timeout_usec;
     /* Write timeout: how long pending output may make no progress before
-     * the connection is closed. Default 30 s. */
+     * the connection is closed (with a reset: what the client did not read
+     * is dropped). Default 30 s. */
     uint64_t write_timeout_usec;
     /* Idle timeout: how long a keep-alive connection may wait for its next
      * request. Default 60 s. */
@@ -244,7 +248,8 @@ typedef struct handoff_http_options {
     uint64_t tls_handshake_timeout_usec;
 
     /* Largest request head (request line and headers) in bytes; beyond
-     * it: 431 (or 414 while still in the request-target). Default 8192. */
+     * it: 431 (or 414 while still in the request-target). More than 100
+     * header fields also get 431. Default 8192. */
     size_t max_header_bytes;
     /* Largest request body (decoded); beyond it: 413. Bodies are held in
      * memory. Default 1 MiB. */
@@ -255,8 +260,9 @@ typedef struct handoff_http_options {
 
     /* handoff_http_serve(): hammer timeout, how long a draining process
      * waits for requests in flight before closing everything. Default: the
-     * core's drain_timeout_usec (30 s). The largest value of all servers
-     * wins. */
+     * core's drain_timeout_usec (30 s if that is 0 too). The process uses
+     * the largest value of all servers, which replaces the core's value:
+     * it is shorter when every server sets a shorter one. */
     uint64_t hammer_timeout_usec;
     /* handoff_http_serve(): lame-duck delay. On SIGTERM/SIGINT (not on a
      * restart) keep serving for this long while health_path answers 503,
@@ -296,10 +302,14 @@ HANDOFF_EXPORT int handoff_http_listen_and_serve_tls(
     const char *addr, const char *cert_file, const char *key_file,
     handoff_http_handler handler, void *userdata);
 
-/* The general form: creates the handoff handle with core (NULL: defaults;
- * its drain_timeout_usec is raised to cover the hammer timeout and
- * lame-duck delay of the servers), creates servers[0..n) with their
- * listeners, declares readiness and runs the event loop until STOP.
+/* The general form: creates the handoff handle with core (NULL: defaults),
+ * creates servers[0..n) with their listeners, declares readiness and runs
+ * the event loop until STOP. The handle's drain_timeout_usec is set to the
+ * largest hammer timeout of the servers (see hammer_timeout_usec: the
+ * core's value is only their default, so the result may be shorter) plus
+ * the largest lame-duck delay, since the core's hammer timer starts at the
+ * DRAIN event, before the lame duck. On a shutdown the listening sockets
+ * are closed when the drain starts, so that new clients are refused.
  * errbuf (may be NULL) receives a sentence when start-up fails.
  * Returns as handoff_http_listen_and_serve(). Thread-safe: no. */
 HANDOFF_EXPORT int handoff_http_serve(const handoff_options *core,
@@ -320,7 +330,9 @@ HANDOFF_EXPORT int handoff_http_serve(const handoff_options *core,
  * (handoff_conn_begin/end, so that the core's HANDOFF_EVENT_STOP with
  * HANDOFF_STOP_DRAINED fires when they are done) and by
  * handoff_http_server_listen(); it must outlive the server. opts is
- * copied. Returns 0 with *out set, -EINVAL (no handler), or -ENOMEM. */
+ * copied (its listen array is ignored here). Returns 0 with *out set,
+ * -EINVAL (no handler, or a health_path that does not start with '/'),
+ * or -ENOMEM. */
 HANDOFF_EXPORT int handoff_http_server_new(handoff_t *h,
                                            const handoff_http_options *opts,
                                            handoff_http_server **out);
@@ -330,7 +342,8 @@ HANDOFF_EXPORT int handoff_http_server_new(handoff_t *h,
  * closed by the server; it is made non-blocking. With cert_file and
  * key_file (PEM) the listener speaks TLS; both are read now. Call before
  * handoff_http_server_start(). Returns 0, -EINVAL (not a listening
- * socket, or a certificate/key that does not load or match), -EBUSY
+ * socket, only one of cert_file and key_file, or a certificate/key that
+ * does not load or match), -EBADF/-ENOTSOCK (from getsockopt()), -EBUSY
  * (already started), -ENOMEM, or -ENOENT/-EACCES when a PEM file cannot
  * be read; errbuf (may be NULL) then receives the reason. */
 HANDOFF_EXPORT int handoff_http_server_add_listener(handoff_http_server *srv,
@@ -340,9 +353,16 @@ HANDOFF_EXPORT int handoff_http_server_add_listener(handoff_http_server *srv,
                                                     char *errbuf,
                                                     size_t errlen);
 
-/* handoff_listen(h, NULL, spec, NULL) followed by add_listener.
- * Returns the listener fd (owned by h) or a negative errno; -EINVAL if the
- * server has no handoff_t. */
+/* handoff_listen(h, name, spec, NULL), where name is the one handoff_listen()
+ * gives spec by default (':' and blanks replaced by '_'), followed by
+ * add_listener. If add_listener fails the socket is closed and its
+ * registration removed (handoff_remove()), so that it is not passed to a
+ * successor and the same spec may be listened on again. handoff_http_
+ * serve() removes such listeners when a shutdown drain starts.
+ * Returns the listener fd (owned by h) or a negative errno: those of
+ * handoff_listen() (errbuf then receives handoff_errmsg()) and of
+ * add_listener; -EINVAL if the server has no handoff_t, -EBUSY if it was
+ * started. */
 HANDOFF_EXPORT int handoff_http_server_listen(handoff_http_server *srv,
                                               const char *spec,
                                               const char *cert_file,

@@ -18,6 +18,10 @@ COLORS = {"handoff": "#1b7837", "nginx": "#2166ac", "haproxy": "#b2182b"}
 TERM = 'set terminal pngcairo size %d,%d font ",10" noenhanced'
 
 
+def rounds(n):
+    return "%d round%s" % (n, "" if n == 1 else "s")
+
+
 def f0(x):
     return "–" if x is None else "{:,.0f}".format(x)
 
@@ -203,10 +207,10 @@ def md_series(sr):
     out = ["## 2. Requests per second across restarts", "",
            "Each system is started fresh with %d workers and loaded for %d s by `bench/tsload` "
            "(64 keep-alive connections on 2 threads, one request in flight on each, like wrk), "
-           "while `bench/run-all` triggers a restart at %s s. %d round(s), the systems "
+           "while `bench/run-all` triggers a restart at %s s. %s, the systems "
            "interleaved; the plot shows round 1." % (
                sr["workers"], sr["duration_s"], ", ".join("%g" % x for x in sr["restart_at_s"]),
-               sr["rounds"]), "",
+               rounds(sr["rounds"])), "",
            "Why a custom client: wrk only reports totals, and its Lua scripting has no wall "
            "clock, so it cannot say *when* requests failed or throughput dipped. Running wrk in "
            "consecutive 1 s slices (`-d1s`) would reconnect all 64 connections every second and "
@@ -219,16 +223,24 @@ def md_series(sr):
            "10 ms), *read* (the connection closed or was reset with a request outstanding), "
            "*timeout* (no response in 2 s), *non-2xx*.", "",
            "![requests per second across restarts](img/restarts.png)", "",
-           "| system | round | restarts ok | requests ok | failed | connect | read | timeout | "
-           "non-2xx | lowest 100 ms bucket / median |",
-           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+           "| system | round | restarts ok | restart command (median) | requests ok | failed | "
+           "connect | read | timeout | non-2xx | lowest 100 ms bucket / median |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for k in ORDER:
         for r in sorted((x for x in sr["runs"] if x["key"] == k), key=lambda x: x["round"]):
-            out.append("| %s | %d | %d/%d | %s | **%s** | %s | %s | %s | %s | %.0f%% |" % (
-                SYS_SHORT[k], r["round"], r["restarts_ok"], len(r["restarts"]), f0(r["ok"]),
+            cmd = sorted(x["cmd_ms"] for x in r["restarts"])
+            out.append("| %s | %d | %d/%d | %s ms | %s | **%s** | %s | %s | %s | %s | %.0f%% |" % (
+                SYS_SHORT[k], r["round"], r["restarts_ok"], len(r["restarts"]),
+                f0(cmd[len(cmd) // 2]) if cmd else "–", f0(r["ok"]),
                 f0(r["failed"]), f0(r["connect"]), f0(r["read"]), f0(r["timeout"]),
                 f0(r["non2xx"]), 100 * r["min_bucket_rps"] / r["median_bucket_rps"]))
-    out.append("")
+    out += ["", "The dashed lines are the triggers (SIGHUP, HUP, USR2). The restart command of "
+            "the nginx binary upgrade (`peers/nginx/restart-upgrade`) returns only after the new "
+            "master's workers are up, WINCH and QUIT were sent to the old master and it has "
+            "exited, hence its duration above; its failures come at the WINCH/QUIT, a few "
+            "hundred ms after the line. The last column is the lowest throughput of a 100 ms "
+            "bucket (the first and the last excluded) relative to the run's median bucket: a "
+            "rough measure of the dip, noisy on a shared machine.", ""]
     return out
 
 
@@ -237,9 +249,9 @@ def md_harness(h):
            "`restart-under-load` from the shared harness, `--strict` off: wrk -t2 -c64 for %d s, "
            "%d restarts evenly spaced, one 2 s request to `/slow` issued 0.3 s before each "
            "restart (must complete with 200), and an independent probe (200 req/s, a new "
-           "connection per request). %d round(s), systems interleaved; each row is one run. "
+           "connection per request). %s, systems interleaved; each row is one run. "
            "*Failed* = wrk socket errors + wrk non-2xx + probe failures + failed slow requests."
-           % (h["duration_s"], h["restarts"], h["rounds"]), "",
+           % (h["duration_s"], h["restarts"], rounds(h["rounds"])), "",
            "| system | round | wrk requests | wrk socket errors (connect/read/write/timeout) | "
            "non-2xx | probe failures | slow failed | restarts done | max probe gap | **failed** |",
            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
@@ -300,26 +312,33 @@ def md_memory(m):
            "`bench/idle-conns.py`: %s connections, one `GET /` on each (response read in "
            "full), then all held open and idle; the server's memory is read from "
            "`/proc/PID/smaps_rollup` of all its processes (nginx: master and workers) before "
-           "and 1 s after, and the difference divided by the number of connections. "
+           "and 1 s after (all connections checked to be still open then), and the difference "
+           "divided by the number of connections. "
            "RLIMIT_NOFILE raised to %d for both (hello: setrlimit before exec; nginx: "
            "`worker_rlimit_nofile %d`, `worker_connections 16384`; the hard limit of this "
-           "machine caps it). %d round(s), interleaved, medians. *Pss* counts shared pages "
+           "machine caps it). %s, interleaved, medians. *Pss* counts shared pages "
            "pro rata, *Private* only the pages the server alone maps. Kernel memory (socket "
            "buffers, `struct sock`: the same for any server) is not user-space memory and is "
-           "not included." % ("{:,}".format(m["conns"]), m["nofile"], m["nofile"], m["rounds"]),
+           "not included." % ("{:,}".format(m["conns"]), m["nofile"], m["nofile"], rounds(m["rounds"])),
            "",
            "| workers | handoff B/conn (Pss) | nginx B/conn (Pss) | ratio | handoff Private | "
-           "nginx Private | ratio | handoff Pss before → after | nginx Pss before → after |",
-           "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+           "nginx Private | ratio | handoff Pss before → after | nginx Pss before → after | "
+           "Pss after ÷ connections, handoff / nginx |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for w in (1, 2):
         h, n, r = s["hello-%d" % w], s["nginx-%d" % w], s["ratio-%d" % w]
-        out.append("| %d | %s | %s | **%s** | %s | %s | %s | %.1f → %.1f MiB | %.1f → %.1f MiB |"
+        out.append("| %d | %s | %s | **%s** | %s | %s | %s | %.1f → %.1f MiB | %.1f → %.1f MiB "
+                   "| %s / %s B (%s) |"
                    % (w, f0(h["pss"]), f0(n["pss"]), rx(r["pss"]), f0(h["private"]),
                       f0(n["private"]), rx(r["private"]), h["before_pss"] / 2**20,
-                      h["after_pss"] / 2**20, n["before_pss"] / 2**20, n["after_pss"] / 2**20))
+                      h["after_pss"] / 2**20, n["before_pss"] / 2**20, n["after_pss"] / 2**20,
+                      f0(h["after_pss"] / m["conns"]), f0(n["after_pss"] / m["conns"]),
+                      rx(h["after_pss"] / n["after_pss"])))
     out += ["", "nginx allocates its connection and event arrays for all "
             "`worker_connections` at start-up, so part of its per-connection cost is in the "
-            "*before* figure; the per-connection numbers are the marginal cost.", "",
+            "*before* figure; the per-connection numbers are the marginal cost, and the last "
+            "column, the whole footprint at 10,000 connections divided by their number, "
+            "charges that start-up allocation to the connections.", "",
             "![memory per idle connection](img/idle-memory.png)", ""]
     return out
 
@@ -400,8 +419,9 @@ def write(res, outdir):
          "milliseconds are noisy and would differ on dedicated hardware. Every comparison here "
          "is between systems measured in the same run, interleaved round by round (A B A B "
          "...), and reported as medians. Before each round the run waited until no other `wrk`, "
-         "`h2load` or `it-*.py` test had been running for 5 s (%d rounds, %.0f s of waiting in "
-         "total; %d round(s) had to start with other load still present) and held "
+         "`h2load` or `it-*.py` test had been running for 5 s (waits bounded at 5 min; %d "
+         "waits, %.0f s in total; %d of them timed out and the round ran with other load "
+         "present) and held "
          "`flock /tmp/handoff-bench.lock` throughout each section." % (
              mi["nproc"], nb.get("rounds", 0), nb.get("waited_s", 0), nb.get("noisy_rounds", 0)),
          "", "## Summary", ""]

@@ -20,7 +20,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_ARGS 64
-#define MAX_DURATION (10000000 * 60 * HANDOFF_USEC_PER_SEC) /* 1e7 minutes */
+#define MAX_DURATION ((uint64_t)10000000 * 60 * HANDOFF_USEC_PER_SEC) /* 1e7 minutes */
 
 static void check_duration(uint64_t v, bool never_ok)
 {

@@ -7,6 +7,12 @@
  * process that exits or times out before it is ready fails the reload: the
  * new generation is killed, and the answer goes out once it is reaped.
  * Reload requests that arrive while one runs share the next reload.
+ *
+ * --max-draining is enforced with back-pressure: a reload that would leave
+ * more generations draining than allowed first waits for one of them to
+ * finish (a second at most), and only then kills the oldest. Without the
+ * wait, a burst of reloads killed generations a few milliseconds into
+ * their drain, with requests in flight.
  */
 #include "supervisor.h"
 
@@ -63,35 +69,84 @@ void reload_fail(const char *fmt, ...)
         reload_finish(false, S.fail_msg);
 }
 
-static void enforce_max_draining(uint64_t now)
+#define MAX_DRAINING_WAIT (1 * HANDOFF_USEC_PER_SEC)
+
+/* The generations draining (stop signal sent, or leftovers of their
+ * process groups) and not killed yet: their count, and the oldest. */
+static unsigned draining_generations(unsigned *oldest)
 {
-    for (;;) {
-        unsigned oldest = 0, count = 0, seen[64];
-        for (size_t i = 0; i < S.nprocs; i++) {
-            struct proc *p = S.procs[i];
-            bool dup = false;
-            if (p->kind != PK_WORKER || p->killed || (p->state != PS_STOPPING && p->state != PS_GONE))
-                continue;
-            for (unsigned k = 0; k < count; k++)
-                dup |= seen[k] == p->gen;
-            if (!dup && count < 64)
-                seen[count++] = p->gen;
-            if (!oldest || p->gen < oldest)
-                oldest = p->gen;
-        }
-        if ((int)count <= S.cfg->max_draining)
-            return;
-        char d[32];
-        log_warn("%u generations draining (--max-draining %d): killing generation %u after %s",
-                 count, S.cfg->max_draining, oldest,
-                 dur(now - gen_info(oldest)->drain_at, d, sizeof d));
-        for (size_t i = 0; i < S.nprocs; i++) {
-            struct proc *p = S.procs[i];
-            if (p->kind == PK_WORKER && p->gen == oldest && !p->killed &&
-                (p->state == PS_STOPPING || p->state == PS_GONE))
-                proc_kill(p);
-        }
+    unsigned count = 0, seen[TOOL_MAX_WORKERS > 64 ? TOOL_MAX_WORKERS : 64];
+
+    *oldest = 0;
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = S.procs[i];
+        bool dup = false;
+        if (p->kind != PK_WORKER || p->killed || (p->state != PS_STOPPING && p->state != PS_GONE))
+            continue;
+        for (unsigned k = 0; k < count; k++)
+            dup |= seen[k] == p->gen;
+        if (!dup && count < sizeof seen / sizeof seen[0])
+            seen[count++] = p->gen;
+        if (!*oldest || p->gen < *oldest)
+            *oldest = p->gen;
     }
+    return count;
+}
+
+static void kill_generation(unsigned gen)
+{
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = S.procs[i];
+        if (p->kind == PK_WORKER && p->gen == gen && !p->killed &&
+            (p->state == PS_STOPPING || p->state == PS_GONE))
+            proc_kill(p);
+    }
+}
+
+/* Kills the oldest draining generations until at most `keep` drain. */
+static void kill_draining_beyond(unsigned keep, uint64_t now, const char *why)
+{
+    unsigned oldest, count;
+    char d[32];
+
+    while ((count = draining_generations(&oldest)) > keep && oldest) {
+        log_warn("%u generation%s draining (--max-draining %d): killing generation %u after %s%s", count,
+                 count == 1 ? "" : "s", S.cfg->max_draining, oldest,
+                 dur(now - gen_info(oldest)->drain_at, d, sizeof d), why);
+        kill_generation(oldest);
+    }
+}
+
+static uint64_t max_draining_wait(void)
+{
+    return S.cfg->drain_timeout < MAX_DRAINING_WAIT ? S.cfg->drain_timeout : MAX_DRAINING_WAIT;
+}
+
+bool reload_may_start(uint64_t now)
+{
+    unsigned oldest, count = draining_generations(&oldest);
+
+    /* The reload adds one draining generation when it commits. */
+    if ((int)count < S.cfg->max_draining) {
+        S.reload_wait_since = 0;
+        return true;
+    }
+    if (!S.reload_wait_since) {
+        S.reload_wait_since = now;
+        log_debug("reload: waiting for one of %u draining generations to finish (--max-draining %d)", count,
+                  S.cfg->max_draining);
+        return false;
+    }
+    if (now - S.reload_wait_since < max_draining_wait())
+        return false;
+    S.reload_wait_since = 0;
+    kill_draining_beyond((unsigned)S.cfg->max_draining - 1, now, ", for the reload waiting for it");
+    return true;
+}
+
+uint64_t reload_wait_deadline(void)
+{
+    return S.reload_pending && S.reload_wait_since ? S.reload_wait_since + max_draining_wait() : UINT64_MAX;
 }
 
 /* Slot i's next process is ready: it becomes current; the old one drains. */
@@ -130,7 +185,7 @@ static void reload_succeeded(uint64_t now)
                    dur(now - S.reload_started, d, sizeof d));
     log_info("%s%s", msg, old);
     S.reloads_ok++;
-    enforce_max_draining(now);
+    kill_draining_beyond((unsigned)S.cfg->max_draining, now, ""); /* a safety net: see reload_may_start() */
     first_ready_check(now); /* a reload may end the first start-up */
     reload_finish(true, msg);
 }

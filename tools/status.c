@@ -112,8 +112,10 @@ size_t sup_status(char *buf, size_t len)
                 o = put(buf, len, o, "    last failure: %s\n", s->last_failure);
         }
     }
-    o = put(buf, len, o, "reloads: %u ok, %u failed%s\n", S.reloads_ok, S.reloads_failed,
-            S.reloading ? ", one in progress" : "");
+    o = put(buf, len, o, "reloads: %u ok, %u failed%s%s\n", S.reloads_ok, S.reloads_failed,
+            S.reloading ? ", one in progress" : "",
+            S.reload_pending && S.reload_wait_since ? ", one waiting for a draining generation to finish"
+                                                    : "");
     if (S.last_failure[0])
         o = put(buf, len, o, "last failure: %s\n", S.last_failure);
     return o;

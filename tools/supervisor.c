@@ -538,6 +538,8 @@ static uint64_t next_deadline(void)
 {
     uint64_t d = control_deadline(S.ctl);
 
+    if (reload_wait_deadline() < d)
+        d = reload_wait_deadline();
     if (S.watchdog_usec && S.watchdog_next < d)
         d = S.watchdog_next;
 
@@ -628,7 +630,7 @@ static void loop(void)
         uint64_t now = handoff_now_usec(), d;
         int timeout = -1, n;
 
-        if (S.reload_pending && !S.reloading && !S.stopping)
+        if (S.reload_pending && !S.reloading && !S.stopping && reload_may_start(now))
             reload_start(now);
         d = next_deadline();
         if (d != UINT64_MAX)

@@ -74,6 +74,7 @@ struct supervisor {
     bool pidfile_written;  /* --pid-file written: remove it at exit */
     /* reloads: requests coalesce into the next one to start */
     bool reloading, reload_pending;
+    uint64_t reload_wait_since; /* pending reload held back by --max-draining */
     uint64_t reload_seq, next_seq;
     unsigned reload_gen;
     uint64_t reload_started;
@@ -111,6 +112,11 @@ bool all_cur_ready(void);
 uint64_t deadline_after(uint64_t now, uint64_t timeout);
 
 /* reload.c */
+/* False while a pending reload must wait for a draining generation to
+ * finish (--max-draining); kills the oldest once it waited too long. */
+bool reload_may_start(uint64_t now);
+/* When reload_may_start() gives up waiting, or UINT64_MAX. */
+uint64_t reload_wait_deadline(void);
 void reload_start(uint64_t now);
 void reload_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void reload_finish(bool ok, const char *msg);

@@ -45,18 +45,29 @@ cmake --build build-fuzz -j "$JOBS" --target $(ls fuzz/fuzz-*.c | sed 's|fuzz/||
 echo "=== install + pkg-config" >&2
 prefix=$(mktemp -d /tmp/handoff-prefix.XXXXXX)
 cmake --install build-gcc --prefix "$prefix" >/dev/null
+for f in include/handoff.h include/handoff/http.h bin/handoff share/man/man1/handoff.1 \
+         share/man/man3/handoff.3 share/man/man3/handoff_listen.3 share/man/man3/handoff_http.3; do
+    [ -e "$prefix/$f" ] || { echo "install: $f missing" >&2; exit 1; }
+done
+"$prefix/bin/handoff" --help >/dev/null
 cat > "$prefix/consumer.c" <<'C'
 #include <handoff.h>
+#include <handoff/http.h>
 #include <stdio.h>
+static void hello(const handoff_http_request *req, handoff_http_response *res, void *ud) {
+    (void)req; (void)ud;
+    handoff_http_response_body(res, "hi", 2);
+    handoff_http_response_end(res);
+}
 int main(void) {
     handoff_addr a;
     int r = handoff_addr_parse("127.0.0.1:8080", &a, NULL, 0);
-    printf("%s\n", r == 0 ? "ok" : "fail");
+    printf("%s %p\n", r == 0 ? "ok" : "fail", (void *)hello);
     return r != 0;
 }
 C
 PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/x86_64-linux-gnu/pkgconfig" \
-    sh -c 'cc -o "$1/consumer" "$1/consumer.c" $(pkg-config --cflags --libs handoff) -Wl,-rpath,"$(pkg-config --variable=libdir handoff)"' _ "$prefix"
+    sh -c 'cc -Wall -Werror -o "$1/consumer" "$1/consumer.c" $(pkg-config --cflags --libs handoff-http handoff) -Wl,-rpath,"$(pkg-config --variable=libdir handoff)"' _ "$prefix"
 "$prefix/consumer"
 rm -rf "$prefix"
 echo "all suites passed" >&2

@@ -196,6 +196,9 @@ static int parse_target(hh_request *req)
                          (*q >= '0' && *q <= '9') || *q == '+' || *q == '-' ||
                          *q == '.'))
             q++;
+        /* cppcheck 2.10 assumes the loop above always runs to e; it stops
+         * at the first byte that is not a scheme character. */
+        /* cppcheck-suppress knownConditionTrueFalse */
         if (e - q < 3 || q[0] != ':' || q[1] != '/' || q[2] != '/')
             return HH_ERR_BAD_REQUEST;
         const char *a = q + 3;

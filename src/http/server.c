@@ -308,6 +308,7 @@ static void worker_accept(struct hs_worker *w, struct hs_listener *l)
             return;
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
+        ss.ss_family = AF_UNSPEC; /* should accept4() not fill it in */
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)

@@ -239,15 +239,18 @@ def cpu_seconds(pid):
     return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def generations(sup):
-    """{generation: state} from `handoff status`."""
-    return {int(g): st for g, st in re.findall(r"^generation (\d+): ([\w+]+)", sup.status(), re.M)}
+def generations(sup, text=None):
+    """{generation: state} from `handoff status` (or its text)."""
+    return {int(g): st for g, st in re.findall(r"^generation (\d+): ([\w+]+)", text or sup.status(), re.M)}
 
 
 def settle(sup, timeout=30):
     """Waits until one generation is left, serving, and no zombie."""
-    wait_until(lambda: len(generations(sup)) == 1 and "active" in list(generations(sup).values())[0]
-               and len(sup.worker_pids()) == 1, timeout, "one serving generation")
+    def one():
+        st = sup.status()  # one snapshot per poll
+        return (list(generations(sup, st).values()) == ["active"]
+                and len(re.findall(r"^\s+worker \d+: pid \d+, ready", st, re.M)) == 1)
+    wait_until(one, timeout, "one serving generation")
     wait_until(lambda: no_zombies(sup.pid), 10, "no zombie under the supervisor")
 
 
@@ -393,7 +396,7 @@ def case_crash_after_ready(tmp):
             n_before = len(load.failures)
             ports = kill_accounted(w, port, signal.SIGSEGV)
             log(f"worker {w} killed by SIGSEGV while holding connections from ports {sorted(ports)}")
-            wait_until(lambda: len(sup.worker_pids()) == 1 and sup.worker_pids()[0] != w, 30, "the restart")
+            wait_until(lambda: (lambda p: len(p) == 1 and p[0] != w)(sup.worker_pids()), 30, "the restart")
             echo_once(port)
             time.sleep(0.3)
         ok, failures = load.report()
@@ -786,6 +789,8 @@ def main():
     ARGS.handoff = os.path.abspath(ARGS.handoff)
     base.ARGS = argparse.Namespace(handoff=ARGS.handoff, echo=ARGS.echo, hello=None)
     tmp = tempfile.mkdtemp(prefix=f"it-supf-{ARGS.case}-")
+    # The crashes these cases cause must not leave core files around.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
     signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(Fail("case timed out (240 s)")))
     signal.alarm(240)
     try:

@@ -51,12 +51,20 @@ struct control {
     uint64_t tag_listen, tag_conn;
     int spare;             /* /dev/null, given up to accept at the fd limit */
     uint64_t paused_until; /* accept paused (fd limit) until then; 0 = not */
+    bool pause_logged;     /* until an accept succeeds again */
     struct conn conns[MAX_CONNS];
 };
 
 static int open_spare(void)
 {
     return open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* After closing a connection: the fd just freed makes room for the spare. */
+static void refill_spare(struct control *c)
+{
+    if (c->spare < 0)
+        c->spare = open_spare();
 }
 
 static int unix_addr(const char *path, struct sockaddr_un *sun, socklen_t *len)
@@ -147,8 +155,7 @@ static void conn_close(struct control *c, struct conn *k)
     k->fd = -1;
     k->inlen = 0;
     k->wait_seq = 0;
-    if (c->spare < 0)
-        c->spare = open_spare(); /* the fd just closed makes room for it */
+    refill_spare(c);
 }
 
 void control_close(struct control *c)
@@ -259,9 +266,11 @@ static int accept_at_fd_limit(struct control *c, int err)
     if (!c->paused_until) {
         struct epoll_event e = {.events = 0, .data.u64 = c->tag_listen | (uint32_t)c->fd};
         (void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &e);
+    }
+    if (!c->pause_logged)
         log_warn("control: cannot accept: %s; clients wait (retrying every %d ms)", strerror(err),
                  (int)(ACCEPT_PAUSE_USEC / 1000));
-    }
+    c->pause_logged = true;
     c->paused_until = handoff_now_usec() + ACCEPT_PAUSE_USEC;
     return -1;
 }
@@ -286,6 +295,7 @@ static void on_accept(struct control *c)
             fd = accept_at_fd_limit(c, errno);
         if (fd < 0)
             return;
+        c->pause_logged = false;
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
             (cred.uid != 0 && cred.uid != geteuid())) {
             char line[160];
@@ -295,6 +305,7 @@ static void on_accept(struct control *c)
                            (long)cred.uid, (long)geteuid());
             (void)send(fd, line, strlen(line), MSG_NOSIGNAL | MSG_DONTWAIT);
             drain_close(fd);
+            refill_spare(c);
             continue;
         }
         for (int i = 0; i < MAX_CONNS && !k; i++)
@@ -303,6 +314,7 @@ static void on_accept(struct control *c)
         if (!k) {
             (void)send(fd, "ERR too many control connections\n", 33, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)close(fd);
+            refill_spare(c);
             continue;
         }
         k->fd = fd;

@@ -243,7 +243,7 @@ int handoff__inherit(handoff_t *h)
      * so each must be an open socket. Names: the key with ':' -> '_'. */
     v = getenv(HF_ENV_STARTER_PORT);
     if (v && n <= 0 && !getenv(HF_ENV_LISTEN_FDS)) {
-        struct hf_starter_entry ent[64];
+        struct hf_starter_entry ent[64] = {0};
         int k = handoff__parse_starter_port(v, ent, 64, err, sizeof err);
         if (k < 0)
             handoff__log(h, HANDOFF_LOG_WARNING, "%s", err);

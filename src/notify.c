@@ -30,12 +30,15 @@ static int notify_send(const char *path, const char *msg, size_t len)
         sun.sun_path[0] = '\0';
     salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen +
                         (path[0] == '@' ? 0 : 1));
-    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    /* Never block: a receiver that stopped reading (a wedged manager, a
+     * test double) must not freeze the server. A full queue drops the
+     * message with -EAGAIN, reported as a warning. */
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
     /* The kernel attaches our credentials for receivers with SO_PASSCRED,
      * which is how systemd attributes the message to this pid. */
-    n = sendto(fd, msg, len, MSG_NOSIGNAL, (struct sockaddr *)&sun, salen);
+    n = sendto(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sun, salen);
     if (n < 0)
         r = -errno;
     else if ((size_t)n != len)
@@ -53,7 +56,7 @@ int handoff__notify(handoff_t *h, const char *fmt, ...)
     if (!h->notify_socket || (h->flags & HANDOFF_NO_NOTIFY))
         return 0;
     va_start(ap, fmt);
-    n = vsnprintf(msg, sizeof msg, fmt, ap);
+    n = vsnprintf(msg, sizeof msg, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof msg)
         return handoff__fail(h, -EMSGSIZE, "sd_notify: message longer than %zu bytes",

@@ -898,7 +898,30 @@ def case_server_starter():
         % (gens, inode))
 
 
+def case_notify_stuck():
+    """A NOTIFY_SOCKET receiver that never reads: sends must not block the
+    server once the receiver's queue is full (the messages are dropped with
+    a warning)."""
+    port = free_port()
+    notify = os.path.join(TMP, "stuck.sock")
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(notify)
+    srv = Server(["127.0.0.1:%d" % port], env={"NOTIFY_SOCKET": notify})
+    srv.wait_ready()
+    load = Load(socket.AF_INET, ("127.0.0.1", port), long_lived=False).start()
+    t0 = time.monotonic()
+    for _ in range(40):  # ~3 messages each: far past any queue length
+        srv.restart(wait_old=True)
+    check_load(load, 50)
+    if "Resource temporarily unavailable" not in srv.logtext():
+        fail("the receiver's queue never filled")
+    log("  40 restarts in %.1fs with a receiver that never reads: no hang, warnings only"
+        % (time.monotonic() - t0))
+    rx.close()
+
+
 CASES = {
+    "notify-stuck": case_notify_stuck,
     "server-starter": case_server_starter,
     "fd-limit": case_fd_limit,
     "kill-old-mid-drain": case_kill_old_mid_drain,

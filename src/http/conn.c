@@ -523,6 +523,7 @@ void hs_conn_io(struct hs_conn *c, uint32_t events)
 void hs_conn_run(struct hs_conn *c)
 {
     unsigned budget = HS_BUDGET;
+    uint64_t start = handoff_now_usec();
     for (;;) {
         long r;
         bool wait_input = false;
@@ -544,7 +545,7 @@ void hs_conn_run(struct hs_conn *c)
             if (conn_process(c)) {
                 if (c->state == HS_C_GONE || c->state == HS_C_DEAD)
                     return;
-                if (--budget == 0) {
+                if (--budget == 0 || handoff_now_usec() - start >= HS_SLICE_USEC) {
                     hs_ready_push(c); /* let other connections in */
                     break;
                 }

@@ -27,8 +27,13 @@
 #define HS_WBUF_KEEP 65536
 /* Stop composing pipelined responses beyond this much pending output. */
 #define HS_OUT_HIGH 65536
-/* Requests handled in one go on a connection before others get a turn. */
+/* Requests handled in one go on a connection before others get a turn,
+ * and the time that turn may take: a round over N busy connections (a
+ * pipelining flood) then delays another client by at most about N times
+ * the slice, however slow each request is (a slow handler, a sanitizer
+ * build). */
 #define HS_BUDGET 32
+#define HS_SLICE_USEC 250
 /* Connections accepted per listener event (fairness between workers). */
 #define HS_ACCEPT_BATCH 16
 /* After a final response, how long to read and discard what the client

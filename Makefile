@@ -19,7 +19,7 @@ soak:
 lint:
 	scripts/lint.sh
 # handoff vs nginx and HAProxy on this machine: docs/benchmarks.md and
-# docs/img/*.png (~12 min; BENCH_ARGS=--quick for ~5 min).
+# docs/img/*.png (~14 min; BENCH_ARGS=--quick for ~5 min).
 bench:
 	scripts/deps.sh
 	bench/run-all $(BENCH_ARGS)

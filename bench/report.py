@@ -2,6 +2,7 @@
 results (a dict, as in build-bench/results/results.json). gnuplot draws
 the plots (pngcairo)."""
 import os
+import statistics
 import subprocess
 import tempfile
 
@@ -84,11 +85,12 @@ unset multiplot
 
 
 def plot_series(sr, img, tmp):
-    runs = {r["key"]: r for r in sr["runs"] if r["round"] == 1}
-    keys = [k for k in ORDER if k in runs]
+    keys = [k for k in ORDER if any(r["key"] == k for r in sr["runs"])]
+    nr = sr["rounds"]
     ymax = 0
-    for k in keys:
-        with open(runs[k]["csv"]) as src, open(os.path.join(tmp, "s-%s.dat" % k), "w") as dst:
+    for r in sr["runs"]:
+        with open(r["csv"]) as src, \
+                open(os.path.join(tmp, "s-%s-%d.dat" % (r["key"], r["round"])), "w") as dst:
             for line in src:
                 if line[0].isdigit():
                     v = line.strip().split(",")
@@ -96,28 +98,39 @@ def plot_series(sr, img, tmp):
                     ymax = max(ymax, rps)
                     # bucket midpoints; failures per bucket
                     dst.write("%.3f %.1f %s\n" % (float(v[0]) + sr["bucket_ms"] / 2000, rps, v[2]))
-    parts = [TERM % (1100, 260 * len(keys) + 60),
+    rounds_txt = "round 1 dark, round 2 light, " if nr == 2 else \
+        ("rounds 1..%d, dark to light, " % nr if nr > 2 else "")
+    parts = [TERM % (1100, 260 * len(keys) + 80),
              "set output '%s/restarts.png'" % img,
              'set multiplot layout %d,1 title "Requests/s in 100 ms buckets (tsload, 64 keep-alive '
-             'connections), round 1; dashed lines: restart triggers; red: failed requests per '
-             'bucket (right axis)"' % len(keys),
+             'connections; %sthe same restart times)\\ndashed: restart triggers; red: failed '
+             'requests per bucket (right axis)"' % (len(keys), rounds_txt),
              "set grid ytics", "set yrange [0:%d]" % int(ymax * 1.1 + 1),
              "set y2range [0:*]", "set y2tics", "set ytics nomirror",
              "set ylabel 'req/s'", "set y2label 'failed'", "set key off",
              "set xrange [0:%g]" % sr["duration_s"], "set format y '%.0s%c'"]
+    shades = {"handoff": ["#1b7837", "#7fbf7b", "#c2e699"],
+              "nginx": ["#2166ac", "#92c5de", "#d1e5f0"],
+              "haproxy": ["#b2182b", "#f4a582", "#fddbc7"]}
     for i, k in enumerate(keys):
-        r = runs[k]
+        runs = sorted((r for r in sr["runs"] if r["key"] == k), key=lambda r: r["round"])
         parts.append("unset arrow")
-        for x in r["restarts"]:
+        for x in runs[0]["restarts"]:
             parts.append("set arrow from %.3f, graph 0 to %.3f, graph 1 nohead dt 2 lc rgb '#777777'"
                          % (x["t_s"], x["t_s"]))
-        parts.append("set title \"%s: %d restarts, %d failed requests\"" % (
-            SYS_LABEL[k], len(r["restarts"]), r["failed"]))
+        parts.append("set title \"%s: %d restarts x %d, %d failed requests\"" % (
+            SYS_LABEL[k], len(runs[0]["restarts"]), len(runs), sum(r["failed"] for r in runs)))
         parts.append("set xlabel '%s'" % ("seconds" if i == len(keys) - 1 else ""))
-        color = COLORS["handoff"] if k == "handoff" else COLORS["nginx"] if k.startswith("nginx") \
-            else COLORS["haproxy"]
-        parts.append("plot 's-%s.dat' using 1:2 with lines lw 1.5 lc rgb '%s', "
-                     "'' using 1:3 axes x1y2 with impulses lw 3 lc rgb '#e41a1c'" % (k, color))
+        fam = "handoff" if k == "handoff" else "nginx" if k.startswith("nginx") else "haproxy"
+        plots = []
+        for j, r in enumerate(reversed(runs)):  # round 1 drawn last, on top
+            color = shades[fam][min(len(runs) - 1 - j, 2)]
+            plots.append("'s-%s-%d.dat' using 1:2 with lines lw 1.5 lc rgb '%s'"
+                         % (k, r["round"], color))
+        for r in runs:
+            plots.append("'s-%s-%d.dat' using 1:3 axes x1y2 with impulses lw 3 lc rgb '#e41a1c'"
+                         % (k, r["round"]))
+        parts.append("plot " + ", ".join(plots))
     parts.append("unset multiplot")
     gnuplot("\n".join(parts) + "\n", tmp)
 
@@ -185,15 +198,20 @@ def md_throughput(t):
            "side. hello: `hello --threads N` (Release build); nginx: the shared harness's "
            "`peers/nginx/start` (`return 200 \"Hello, World!\"`, `access_log off`, "
            "`worker_processes N`). Medians of the rounds; ratio = handoff / nginx "
-           "(requests/s: > 1 means handoff is faster; latency: < 1 means handoff is faster)."
+           "(requests/s: > 1 means handoff is faster; latency: < 1 means handoff is faster). "
+           "The median of the per-round ratios pairs each measurement with the one taken "
+           "right next to it, so it is the less noise-sensitive of the two."
            % (t["duration_s"], t["rounds"]), "",
-           "| workers | handoff req/s | nginx req/s | ratio | rounds handoff faster | handoff p50 | "
-           "nginx p50 | ratio | handoff p99 | nginx p99 | ratio | errors (h/n) |",
-           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+           "| workers | handoff req/s | nginx req/s | ratio | median of per-round ratios | "
+           "rounds handoff faster | handoff p50 | nginx p50 | ratio | handoff p99 | nginx p99 | "
+           "ratio | errors (h/n) |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for w in (1, 2):
         h, n, r = s["hello-%d" % w], s["nginx-%d" % w], s["ratio-%d" % w]
-        out.append("| %d | %s | %s | **%s** | %d of %d | %s ms | %s ms | %s | %s ms | %s ms | %s | %d / %d |"
-                   % (w, f0(h["rps"]), f0(n["rps"]), rx(r["rps"]), r["hello_faster_rounds"],
+        out.append("| %d | %s | %s | **%s** | %s | %d of %d | %s ms | %s ms | %s | %s ms | %s ms | "
+                   "%s | %d / %d |"
+                   % (w, f0(h["rps"]), f0(n["rps"]), rx(r["rps"]),
+                      rx(statistics.median(r["rps_per_round"])), r["hello_faster_rounds"],
                       len(r["rps_per_round"]), f3(h["p50_ms"]), f3(n["p50_ms"]), rx(r["p50"]),
                       f3(h["p99_ms"]), f3(n["p99_ms"]), rx(r["p99"]), h["errors"], n["errors"]))
     out += ["", "Per-round requests/s ratios (handoff / nginx): " + "; ".join(
@@ -208,7 +226,7 @@ def md_series(sr):
            "Each system is started fresh with %d workers and loaded for %d s by `bench/tsload` "
            "(64 keep-alive connections on 2 threads, one request in flight on each, like wrk), "
            "while `bench/run-all` triggers a restart at %s s. %s, the systems "
-           "interleaved; the plot shows round 1." % (
+           "interleaved; the plot shows every round." % (
                sr["workers"], sr["duration_s"], ", ".join("%g" % x for x in sr["restart_at_s"]),
                rounds(sr["rounds"])), "",
            "Why a custom client: wrk only reports totals, and its Lua scripting has no wall "
@@ -343,6 +361,15 @@ def md_memory(m):
     return out
 
 
+def busy_note(nb):
+    b = nb.get("busy_pct")
+    if not b:
+        return ""
+    return (" A round also waited for the CPUs to be less than 25%% busy over those 5 s "
+            "(other engineers' builds load them too); the CPU use measured just before the "
+            "rounds was %d%% median, %d%% at most." % (statistics.median(b), max(b)))
+
+
 def summary_lines(res):
     sec = res["sections"]
     out = []
@@ -422,8 +449,9 @@ def write(res, outdir):
          "`h2load` or `it-*.py` test had been running for 5 s (waits bounded at 5 min; %d "
          "waits, %.0f s in total; %d of them timed out and the round ran with other load "
          "present) and held "
-         "`flock /tmp/handoff-bench.lock` throughout each section." % (
-             mi["nproc"], nb.get("rounds", 0), nb.get("waited_s", 0), nb.get("noisy_rounds", 0)),
+         "`flock /tmp/handoff-bench.lock` throughout each section.%s" % (
+             mi["nproc"], nb.get("rounds", 0), nb.get("waited_s", 0), nb.get("noisy_rounds", 0),
+             busy_note(nb)),
          "", "## Summary", ""]
     L += summary_lines(res)
     L.append("")
@@ -440,10 +468,11 @@ def write(res, outdir):
     L += ["## Reproducing", "",
           "On Debian 12, as root, from the repository (the shared harness is expected at "
           "`../shared/bench`, or pass `--harness DIR`):", "", "```sh",
-          "make bench                        # scripts/deps.sh, then bench/run-all (~12 min)",
+          "make bench                        # scripts/deps.sh, then bench/run-all (~14 min)",
           "make bench BENCH_ARGS=--quick     # fewer, shorter rounds (~5 min)",
           "bench/run-all --only memory       # one section (the page then has only that one)",
           "```", "",
+          "The times exclude the waits for other load (at most 5 min each, 15 min in all). "
           "Raw results (every run, JSON and CSV) are left in `build-bench/results/`; "
           "`bench/run-all --from-results build-bench/results/results.json` redraws this page "
           "and the plots from them.", ""]

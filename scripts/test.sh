@@ -3,7 +3,8 @@
 #  1. gcc, warnings as errors;
 #  2. clang, warnings as errors, ASan+UBSan;
 #  3. clang, ThreadSanitizer (the HTTP module is threaded);
-#  4. valgrind memcheck over the unit tests;
+#  4. clang-tidy and cppcheck (scripts/lint.sh), then valgrind memcheck
+#     over the unit tests;
 #  5. every libFuzzer harness for 60 s (HANDOFF_FUZZ_SECONDS);
 #  6. an install into a temporary prefix, and a program built against it
 #     with pkg-config alone.
@@ -26,6 +27,9 @@ run_suite asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
     run_suite tsan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DHANDOFF_SANITIZE=thread
+
+echo "=== lint (clang-tidy, cppcheck)" >&2
+scripts/lint.sh
 
 echo "=== valgrind memcheck (unit tests)" >&2
 for t in build-gcc/tests/test-*; do

@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""HTTPS restarts under load, and certificate rotation by restart.
+
+The shared restart-under-load harness speaks plain HTTP only, so this is its
+HTTPS counterpart: hello serves TLS (a throw-away self-signed certificate),
+wrk loads it over https with keep-alive while it is restarted with SIGHUP,
+and one 2 s /slow request is issued just before each restart. Asserts zero
+wrk socket errors and non-2xx responses, every slow request completed, and
+that a restart picks up a certificate replaced on disk (the new generation
+loads it at start-up) while the listening socket stays the same.
+
+Usage: it-https-restart.py --hello PATH [--restarts N] [--seconds S]
+"""
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+def fail(msg):
+    print("FAIL: %s" % msg, flush=True)
+    sys.exit(1)
+
+
+def wait_until(pred, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.005)
+    fail("timed out waiting for %s" % what)
+
+
+def read_pid(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def make_cert(d, cn):
+    key, crt = os.path.join(d, cn + ".key"), os.path.join(d, cn + ".crt")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=%s" % cn, "-keyout", key, "-out", crt],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return key, crt
+
+
+def peer_cn(port):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2", "http/1.1"])  # the server must pick http/1.1
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        with ctx.wrap_socket(s) as t:
+            der = t.getpeercert(binary_form=True)
+            alpn = t.selected_alpn_protocol()
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    out = subprocess.run(["openssl", "x509", "-noout", "-subject"], input=pem.encode(),
+                         capture_output=True, check=True).stdout.decode()
+    return out.strip().split("CN", 1)[1].strip(" =\n"), alpn
+
+
+def listen_inode(port):
+    """The inode of the socket listening on 127.0.0.1:port (/proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[1].endswith(":%04X" % port) and parts[3] == "0A":
+                return parts[9]
+    return None
+
+
+def slow_get(port, results):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            with ctx.wrap_socket(s) as t:
+                t.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while True:
+                    b = t.recv(65536)
+                    if not b:
+                        break
+                    data += b
+        results.append(data.startswith(b"HTTP/1.1 200"))
+    except (OSError, ssl.SSLError) as e:
+        results.append(False)
+        print("slow request failed: %s" % e, flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hello", required=True)
+    ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=12)
+    a = ap.parse_args()
+    if not shutil.which("wrk") or not shutil.which("openssl"):
+        print("SKIP: wrk and openssl are needed")
+        return 77
+    tmp = tempfile.mkdtemp(prefix="handoff-https-")
+    procs = []
+    try:
+        key1, crt1 = make_cert(tmp, "first")
+        key2, crt2 = make_cert(tmp, "second")
+        key, crt = os.path.join(tmp, "server.key"), os.path.join(tmp, "server.crt")
+        shutil.copy(key1, key)
+        shutil.copy(crt1, crt)
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        pidfile = os.path.join(tmp, "hello.pid")
+        log = open(os.path.join(tmp, "hello.log"), "w")
+        p = subprocess.Popen([os.path.abspath(a.hello), "--listen", "127.0.0.1:%d" % port,
+                              "--tls-cert", crt, "--tls-key", key, "--pid-file", pidfile],
+                             stdout=log, stderr=log, start_new_session=True)
+        procs.append(p.pid)
+        pid = wait_until(lambda: (lambda q: q if q and alive(q) else 0)(read_pid(pidfile)), 10,
+                         "the server")
+        cn, alpn = peer_cn(port)
+        if cn != "first" or alpn != "http/1.1":
+            fail("serving CN=%s ALPN=%s" % (cn, alpn))
+        sock_inode = listen_inode(port)
+        wrk = subprocess.Popen(["wrk", "-t2", "-c32", "-d%ds" % a.seconds, "--timeout", "5s",
+                                "https://127.0.0.1:%d/" % port],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        slow = []
+        threads = []
+        gap = a.seconds / (a.restarts + 1)
+        for i in range(a.restarts):
+            time.sleep(max(0.0, gap - 0.3))
+            t = threading.Thread(target=slow_get, args=(port, slow), daemon=True)
+            t.start()
+            threads.append(t)
+            time.sleep(0.3)
+            if i == a.restarts - 1:
+                # Rotate the certificate on disk: the next generation loads it.
+                shutil.copy(key2, key + ".new")
+                shutil.copy(crt2, crt + ".new")
+                os.replace(key + ".new", key)
+                os.replace(crt + ".new", crt)
+            old = pid
+            os.kill(old, signal.SIGHUP)
+            pid = wait_until(lambda: (lambda q: q if q != old and alive(q) else 0)(
+                read_pid(pidfile)), 15, "restart %d" % (i + 1))
+            procs.append(pid)
+        out = wrk.communicate(timeout=a.seconds + 30)[0].decode()
+        for t in threads:
+            t.join(timeout=15)
+        m = re.search(r"(\d+) requests in", out)
+        reqs = int(m.group(1)) if m else 0
+        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        errs = sum(int(x) for x in m.groups()) if m else 0
+        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        non2xx = int(m.group(1)) if m else 0
+        cn2, _ = peer_cn(port)
+        inode2 = listen_inode(port)
+        print("https: %d requests over %d restarts, %d socket errors, %d non-2xx, slow %d/%d ok, "
+              "certificate after rotation: CN=%s, listening socket %s -> %s"
+              % (reqs, a.restarts, errs, non2xx, sum(slow), len(slow), cn2, sock_inode, inode2),
+              flush=True)
+        if reqs == 0 or errs or non2xx:
+            fail("wrk saw failures:\n%s" % out)
+        if len(slow) != a.restarts or not all(slow):
+            fail("slow requests: %s" % slow)
+        if cn2 != "second":
+            fail("the restart did not load the rotated certificate (CN=%s)" % cn2)
+        if inode2 != sock_inode:
+            fail("the listening socket changed across restarts")
+        print("PASS")
+        return 0
+    finally:
+        for q in procs:
+            try:
+                os.kill(q, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

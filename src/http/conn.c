@@ -29,6 +29,116 @@ static size_t pending_out(const struct hs_conn *c)
     return c->out.len - c->woff;
 }
 
+/* Gives dst the memory of src (emptied) unless dst has its own. */
+static void buf_take(hs_buf *dst, hs_buf *src)
+{
+    if (!dst->p) {
+        dst->p = src->p;
+        dst->cap = src->cap;
+        dst->len = 0;
+    } else {
+        free(src->p);
+    }
+    *src = (hs_buf){0};
+}
+
+/* Keeps b's memory (emptied) in *keep unless it grew large. */
+static void buf_keep(hs_buf *keep, hs_buf *b)
+{
+    if (b->cap > HS_BLK_BUF_KEEP) {
+        hs_buf_free(b);
+    } else {
+        keep->p = b->p;
+        keep->cap = b->cap;
+        keep->len = 0;
+    }
+    *b = (hs_buf){0};
+}
+
+static void blk_destroy(struct hs_blk *b)
+{
+    free(b->rbuf);
+    hs_buf_free(&b->out);
+    hs_buf_free(&b->hdrs);
+    hs_buf_free(&b->body);
+    free(b);
+}
+
+void hs_blk_pool_free(struct hs_worker *w)
+{
+    while (w->blks) {
+        struct hs_blk *b = w->blks;
+        w->blks = b->next;
+        blk_destroy(b);
+    }
+    w->nblks = 0;
+}
+
+/* Takes a per-request block (from the worker's pool if it has one) for a
+ * connection about to read. Returns 0 or -1 (out of memory). */
+static int blk_acquire(struct hs_conn *c)
+{
+    struct hs_worker *w = c->w;
+    if (c->blk)
+        return 0;
+    struct hs_blk *b = w->blks;
+    if (b) {
+        w->blks = b->next;
+        w->nblks--;
+    } else {
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return -1;
+    }
+    if (!b->rbuf) {
+        b->rbuf = malloc(HS_RBUF_INIT);
+        if (!b->rbuf) {
+            blk_destroy(b);
+            return -1;
+        }
+    }
+    b->next = NULL;
+    c->blk = b;
+    c->rbuf = b->rbuf;
+    b->rbuf = NULL;
+    c->rcap = HS_RBUF_INIT;
+    c->rstart = c->rlen = 0;
+    buf_take(&c->out, &b->out);
+    buf_take(&c->res.a_hdrs, &b->hdrs);
+    buf_take(&c->res.a_body, &b->body);
+    return 0;
+}
+
+/* Gives c's block, read buffer and output buffers back (to the worker's
+ * pool, up to HS_BLK_POOL blocks). Only when nothing in them is needed:
+ * no unconsumed input, no request in progress, no output pending, and
+ * no other thread may touch the response (it has been ended). */
+static void blk_release(struct hs_conn *c)
+{
+    struct hs_worker *w = c->w;
+    struct hs_blk *b = c->blk;
+    if (!b)
+        return;
+    c->blk = NULL;
+    if (c->rcap == HS_RBUF_INIT)
+        b->rbuf = c->rbuf;
+    else
+        free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = c->rstart = c->rlen = 0;
+    buf_keep(&b->out, &c->out);
+    c->woff = 0;
+    buf_keep(&b->hdrs, &c->res.a_hdrs);
+    buf_keep(&b->body, &c->res.a_body);
+    if (w->nblks < HS_BLK_POOL) {
+        b->next = w->blks;
+        w->blks = b;
+        w->nblks++;
+    } else {
+        blk_destroy(b);
+    }
+}
+
 struct hs_conn *hs_conn_new(struct hs_worker *w, struct hs_listener *l, int fd,
                             const struct sockaddr *peer, socklen_t peer_len)
 {
@@ -41,10 +151,7 @@ struct hs_conn *hs_conn_new(struct hs_worker *w, struct hs_listener *l, int fd,
     c->l = l;
     c->res.c = c;
     c->req.internal_ = c;
-    c->rbuf = malloc(HS_RBUF_INIT);
-    if (!c->rbuf)
-        goto fail;
-    c->rcap = HS_RBUF_INIT;
+    /* No read buffer until there is something to read (blk_acquire()). */
     if (peer_len > sizeof c->peer)
         peer_len = sizeof c->peer;
     memcpy(&c->peer, peer, peer_len);
@@ -70,7 +177,6 @@ struct hs_conn *hs_conn_new(struct hs_worker *w, struct hs_listener *l, int fd,
 fail:
     if (c->ssl)
         SSL_free(c->ssl);
-    free(c->rbuf);
     free(c);
     return NULL;
 }
@@ -115,6 +221,7 @@ void hs_conn_free(struct hs_conn *c)
         c->next->prev = c->prev;
     if (c->ssl)
         SSL_free(c->ssl);
+    blk_release(c);
     free(c->rbuf);
     hs_buf_free(&c->out);
     hs_buf_free(&c->res.a_hdrs);
@@ -167,6 +274,8 @@ void hs_conn_close(struct hs_conn *c)
 static int reserve_input(struct hs_conn *c)
 {
     handoff_http_server *srv = c->w->srv;
+    if (!c->blk && blk_acquire(c) < 0)
+        return 503;
     if (c->rlen < c->rcap)
         return 0;
     if (c->rstart > 0) {
@@ -301,7 +410,7 @@ static int dispatch(struct hs_conn *c)
     if (c->moved) {
         /* The buffer moved under the parsed head: parse it again (it was
          * accepted before, so it is accepted now). */
-        int r = hh_parse_request(c->rbuf + c->rstart, c->head_len, &c->hreq, c->hh,
+        int r = hh_parse_request(c->rbuf + c->rstart, c->head_len, &c->hreq, c->blk->hh,
                                  HS_MAX_HEADERS, &srv->limits);
         if (r < 0)
             return hs_error_response(c, 500), 1;
@@ -370,7 +479,7 @@ static int conn_process(struct hs_conn *c)
         size_t avail = c->rlen - c->rstart;
         if (avail == 0)
             return 0;
-        int r = hh_parse_request(c->rbuf + c->rstart, avail, &c->hreq, c->hh,
+        int r = hh_parse_request(c->rbuf + c->rstart, avail, &c->hreq, c->blk->hh,
                                  HS_MAX_HEADERS, &srv->limits);
         if (r == HH_INCOMPLETE)
             return 0;
@@ -613,6 +722,10 @@ void hs_conn_run(struct hs_conn *c)
         break;
     }
 out:
+    /* Idle: hold no buffers until the next request comes in. */
+    if (c->blk && c->state == HS_C_HEAD && c->rlen == c->rstart && !c->read_more &&
+        !c->in_ready && c->out.len == 0)
+        blk_release(c);
     update_timer(c);
 }
 

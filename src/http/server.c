@@ -687,6 +687,7 @@ static void worker_done(struct hs_worker *w)
     w->lw = NULL;
     free(w->timers);
     w->timers = NULL;
+    hs_blk_pool_free(w);
     if (w->inited)
         pthread_mutex_destroy(&w->mu);
     w->inited = false;

@@ -25,6 +25,10 @@
  * the request is done. */
 #define HS_RBUF_KEEP 65536
 #define HS_WBUF_KEEP 65536
+/* Idle per-request blocks a worker keeps for reuse, and the largest
+ * output buffers kept in one. */
+#define HS_BLK_POOL 64
+#define HS_BLK_BUF_KEEP 16384
 /* Stop composing pipelined responses beyond this much pending output. */
 #define HS_OUT_HIGH 65536
 /* Requests handled in one go on a connection before others get a turn,
@@ -103,6 +107,19 @@ enum hs_cstate {
 struct hs_conn;
 struct hs_worker;
 
+/* What a connection needs only while it has a request in progress: the
+ * header array, and (while it sits in a worker's pool or in an idle
+ * connection's stead) the read buffer and the output buffers, so that an
+ * idle keep-alive connection holds none of them. Taken when input is to
+ * be read, given back when the connection is idle: no unconsumed input,
+ * no request in progress, no output pending (see conn.c). */
+struct hs_blk {
+    struct hs_blk *next; /* in the worker's pool */
+    char *rbuf;          /* NULL or HS_RBUF_INIT bytes */
+    hs_buf out, hdrs, body; /* empty; kept for their capacity */
+    hh_header hh[HS_MAX_HEADERS];
+};
+
 struct handoff_http_response {
     struct hs_conn *c;
     /* Written by the application side (the response's owner). When the
@@ -151,6 +168,9 @@ struct hs_conn {
     bool counted;       /* counts in handoff_conn_begin/srv->nconn */
     atomic_bool gone;   /* the socket is closed (read by any thread) */
 
+    /* The per-request block: NULL while idle, when rbuf is NULL and
+     * out, res.a_hdrs and res.a_body hold no memory either. */
+    struct hs_blk *blk;
     /* Input: unconsumed bytes are rbuf[rstart, rlen). */
     char *rbuf;
     size_t rcap, rstart, rlen;
@@ -187,8 +207,6 @@ struct hs_conn {
     bool queued;
     /* Graveyard. */
     struct hs_conn *gnext;
-
-    hh_header hh[HS_MAX_HEADERS];
 };
 
 struct hs_tlist {
@@ -217,6 +235,8 @@ struct hs_worker {
     struct hs_conn *ready_head, *ready_tail;
     size_t nready;
     struct hs_conn *graveyard;
+    struct hs_blk *blks;  /* pool of idle per-request blocks */
+    unsigned nblks;
 
     struct hs_timer *timers; /* binary min-heap on (at, seq) */
     size_t ntimers, captimers;
@@ -285,6 +305,7 @@ void hs_conn_close(struct hs_conn *c);
 void hs_conn_free(struct hs_conn *c);
 void hs_conn_timeout(struct hs_conn *c, int cls);
 void hs_conn_finish_response(struct hs_conn *c);
+void hs_blk_pool_free(struct hs_worker *w);
 
 /* response.c */
 void hs_res_reset(handoff_http_response *res);

@@ -71,16 +71,21 @@ set style histogram errorbars gap 2 lw 1
 set style fill solid 0.8 border -1
 set key top left
 set grid ytics
-set yrange [0:*]
+set format y '%%.0s%%c'
+set yrange [0:%f]
 set title "requests/s (bars: median, whiskers: min-max)"
 plot 'tp.dat' using 2:3:4:xtic(1) title 'handoff hello' lc rgb '%s', \
      '' using 5:6:7 title 'nginx' lc rgb '%s'
 set style histogram clustered gap 2
+set format y '%%g'
+set yrange [0:*]
 set title "latency (ms), median of the rounds' p50 and p99"
 plot 'lat.dat' using 2:xtic(1) title 'handoff hello' lc rgb '%s', \
      '' using 3 title 'nginx' lc rgb '%s'
 unset multiplot
-""" % (TERM % (1100, 450), img, t["rounds"], COLORS["handoff"], COLORS["nginx"],
+""" % (TERM % (1100, 450), img, t["rounds"],
+       1.25 * max(s["%s-%d" % (k, w)]["rps_max"] for k in ("hello", "nginx") for w in (1, 2)),
+       COLORS["handoff"], COLORS["nginx"],
        COLORS["handoff"], COLORS["nginx"]), tmp)
 
 
@@ -156,6 +161,7 @@ set xlabel 'milliseconds'
 set ylabel 'fraction of restarts'
 set grid
 set key below
+set xlabel offset 0,0.5
 set yrange [0:1.02]
 set xrange [0:*]
 plot %s
@@ -375,11 +381,18 @@ def summary_lines(res):
     out = []
     if "throughput" in sec:
         s = sec["throughput"]["summary"]
-        out.append("- Steady state, requests/s handoff/nginx: **%s** with 1 worker, **%s** with 2 "
-                   "(p99 latency ratio %s and %s)." % (rx(s["ratio-1"]["rps"]),
-                                                       rx(s["ratio-2"]["rps"]),
-                                                       rx(s["ratio-1"]["p99"]),
-                                                       rx(s["ratio-2"]["p99"])))
+        parts = []
+        for w in (1, 2):
+            r = s["ratio-%d" % w]
+            parts.append("**%s** with %d worker%s (median of the per-round ratios %s, handoff "
+                         "faster in %d of %d rounds)" % (
+                             rx(r["rps"]), w, "s" if w > 1 else "",
+                             rx(statistics.median(r["rps_per_round"])), r["hello_faster_rounds"],
+                             len(r["rps_per_round"])))
+        out.append("- Steady state, requests/s handoff/nginx: %s. Latency handoff/nginx: p50 "
+                   "%s and %s, p99 %s and %s (> 1: handoff slower)." % (
+                       ", ".join(parts), rx(s["ratio-1"]["p50"]), rx(s["ratio-2"]["p50"]),
+                       rx(s["ratio-1"]["p99"]), rx(s["ratio-2"]["p99"])))
     if "harness" in sec:
         tot = {}
         for j in sec["harness"]["runs"]:

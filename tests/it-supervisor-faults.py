@@ -360,9 +360,12 @@ def case_crash_after_ready(tmp):
     connections it had accepted fail."""
     port = free_port()
     dep = Deploy(tmp, port)
-    # Under ASan the worker must die of the SIGSEGV we send, not report it.
+    # Under ASan or TSan the worker must die of the SIGSEGV we send, not
+    # report it and exit (TSan exits with status 66).
     asan = ":".join(x for x in (os.environ.get("ASAN_OPTIONS"), "handle_segv=0") if x)
-    sup = base.Supervisor(tmp, [dep.script], listen=[f"127.0.0.1:{port}"], env={"ASAN_OPTIONS": asan},
+    tsan = ":".join(x for x in (os.environ.get("TSAN_OPTIONS"), "handle_segv=0") if x)
+    sup = base.Supervisor(tmp, [dep.script], listen=[f"127.0.0.1:{port}"],
+                          env={"ASAN_OPTIONS": asan, "TSAN_OPTIONS": tsan},
                           extra=["--restart-delay", "100ms", "--restart-delay-max", "400ms"])
     try:
         sup.wait_ready()

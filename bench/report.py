@@ -264,7 +264,9 @@ def md_series(sr):
             "exited, hence its duration above; its failures come at the WINCH/QUIT, a few "
             "hundred ms after the line. The last column is the lowest throughput of a 100 ms "
             "bucket (the first and the last excluded) relative to the run's median bucket: a "
-            "rough measure of the dip, noisy on a shared machine.", ""]
+            "rough measure of the dip, noisy on a shared machine. The rounds of one system ran "
+            "minutes apart: a level that differs between them for many seconds, across "
+            "restarts, is other load on the machine, not the restarts.", ""]
     return out
 
 

@@ -200,10 +200,13 @@ static int inh_add(handoff_t *h, int fd, const char *name)
     return 0;
 }
 
-static const char *const protocol_vars[] = {
+/* Every variable of the protocol: consumed here at start-up, and never
+ * copied from our environment into a successor's (spawn.c). */
+const char *const handoff__protocol_vars[] = {
     HF_ENV_LISTEN_FDS, HF_ENV_LISTEN_PID, HF_ENV_LISTEN_FDNAMES, HF_ENV_LISTEN_PIDFDID,
     HF_ENV_READY_FD, HF_ENV_GENERATION, HF_ENV_PARENT_PID, HF_ENV_NOTIFY_SOCKET,
     HF_ENV_STARTER_PORT,
+    NULL,
 };
 
 int handoff__inherit(handoff_t *h)
@@ -309,8 +312,8 @@ int handoff__inherit(handoff_t *h)
             return -ENOMEM;
     }
     if (!(h->flags & HANDOFF_KEEP_ENV))
-        for (size_t i = 0; i < sizeof protocol_vars / sizeof protocol_vars[0]; i++)
-            (void)unsetenv(protocol_vars[i]);
+        for (size_t i = 0; handoff__protocol_vars[i]; i++)
+            (void)unsetenv(handoff__protocol_vars[i]);
     return 0;
 }
 

@@ -176,6 +176,7 @@ struct hf_starter_entry {
 };
 int handoff__parse_starter_port(const char *v, struct hf_starter_entry *out, size_t max,
                                 char *err, size_t errlen);
+extern const char *const handoff__protocol_vars[]; /* NULL-terminated */
 int handoff__inherit(handoff_t *h);
 void handoff__close_unclaimed(handoff_t *h);
 

@@ -35,14 +35,11 @@ extern char **environ;
 
 static bool is_protocol_var(const char *kv)
 {
-    static const char *const names[] = {
-        HF_ENV_LISTEN_FDS "=", HF_ENV_LISTEN_PID "=", HF_ENV_LISTEN_FDNAMES "=",
-        HF_ENV_LISTEN_PIDFDID "=", HF_ENV_READY_FD "=", HF_ENV_GENERATION "=",
-        HF_ENV_PARENT_PID "=", HF_ENV_NOTIFY_SOCKET "=", HF_ENV_STARTER_PORT "=",
-    };
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (strncmp(kv, names[i], strlen(names[i])) == 0)
+    for (size_t i = 0; handoff__protocol_vars[i]; i++) {
+        size_t n = strlen(handoff__protocol_vars[i]);
+        if (strncmp(kv, handoff__protocol_vars[i], n) == 0 && kv[n] == '=')
             return true;
+    }
     return false;
 }
 

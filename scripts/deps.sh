@@ -5,7 +5,8 @@ set -eu
 PKGS="cmake ninja-build gcc clang pkg-config python3 curl openssl
       libssl-dev libcmocka-dev libclang-rt-14-dev
       wrk nginx systemd valgrind libserver-starter-perl libuv1-dev libevent-dev mandoc haproxy gnuplot-nox
-      starlet gunicorn util-linux"
+      starlet gunicorn util-linux
+      libnghttp2-dev nghttp2-client python3-h2 h2o"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -117,6 +117,8 @@ static void check_run(const struct config *c, char **argv, int argc)
     }
     if (c->rolling && c->workers < 2)
         abort();
+    if (c->notify_access != NOTIFY_MAIN && c->notify_access != NOTIFY_ALL)
+        abort();
     if (c->verbosity < 0 || c->verbosity > 2)
         abort();
 }
@@ -147,7 +149,8 @@ static bool same(const struct cli *a, const struct cli *b)
            x->stop_signal == y->stop_signal && x->drain_timeout == y->drain_timeout &&
            x->forward == y->forward && x->name == y->name && x->control == y->control &&
            x->pid_file == y->pid_file && x->backoff_min == y->backoff_min &&
-           x->backoff_max == y->backoff_max && x->max_draining == y->max_draining;
+           x->backoff_max == y->backoff_max && x->max_draining == y->max_draining &&
+           x->notify_access == y->notify_access;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

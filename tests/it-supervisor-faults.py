@@ -682,7 +682,8 @@ def case_notify_nowhere(tmp):
                 (w,) = sup.worker_pids()
                 with open(f"/proc/{w}/environ", "rb") as f:  # as it was exec'd
                     wenv = [v.decode() for v in f.read().split(b"\0") if v.startswith(b"NOTIFY_SOCKET=")]
-                check(len(wenv) == 1 and wenv[0].startswith("NOTIFY_SOCKET=@handoff/"),
+                check(len(wenv) == 1 and wenv[0].endswith("/notify") and
+                      wenv[0] != "NOTIFY_SOCKET=" + env["NOTIFY_SOCKET"],
                       f"{what}: the worker's NOTIFY_SOCKET: {wenv}")
                 n_warn = text.count("warning: sd_notify to")
                 log(f"NOTIFY_SOCKET {what}: 3 reloads under load ok, {n_warn} warning line(s)")

@@ -506,6 +506,150 @@ def case_control_other_user(tmp):
         sup.kill()
 
 
+NOTIFY_FLOOD = """
+import errno, os, socket, sys, time
+addr, seconds = sys.argv[1], float(sys.argv[2])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.setblocking(False)
+target = "\\0" + addr[1:] if addr.startswith("@") else addr
+sent, refused, full, other = 0, 0, 0, ""
+end = time.monotonic() + seconds
+while time.monotonic() < end and sent + refused + full < 5_000_000:
+    try:
+        s.sendto(b"READY=1\\nSTATUS=flood", target)
+        sent += 1
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            refused += 1
+            time.sleep(0.001)
+        elif e.errno == errno.EAGAIN:
+            full += 1
+        else:
+            other = e.strerror
+            time.sleep(0.001)
+print(f"sent={sent} refused={refused} full={full} other={other}")
+"""
+
+
+def worker_notify_socket(pid):
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        for kv in f.read().split(b"\0"):
+            if kv.startswith(b"NOTIFY_SOCKET="):
+                return kv[len(b"NOTIFY_SOCKET="):].decode()
+    raise Fail(f"worker {pid} has no NOTIFY_SOCKET")
+
+
+def case_notify_foreign_user(tmp):
+    """Another user floods the workers' NOTIFY_SOCKET while the supervisor
+    reloads: the socket cannot be reached by that user at all (it used to be
+    an abstract socket anyone could fill, so the workers' non-blocking
+    READY=1 was dropped and reloads failed on the ready timeout), and every
+    reload succeeds."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        log("needs root and setpriv (to flood as another user)")
+        return SKIP
+    port = free_port()
+    sup = Supervisor(tmp, echo_cmd(port), listen=[f"127.0.0.1:{port}"], extra=["--ready-timeout", "3"])
+    floods = []
+    try:
+        sup.wait_ready()
+        (pid,) = sup.worker_pids()
+        addr = worker_notify_socket(pid)
+        log(f"the workers' NOTIFY_SOCKET: {addr}")
+        import pwd
+        pw = pwd.getpwnam("nobody")
+        for _ in range(3):
+            floods.append(subprocess.Popen(
+                ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                 sys.executable, "-c", NOTIFY_FLOOD, addr, "6"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        time.sleep(0.5)
+        with Load(port, threads=2) as load:
+            for i in range(8):
+                rc, out, err = sup.ctl("reload", timeout=30)
+                check(rc == 0, f"reload {i + 1} during the flood failed ({rc}): {err}\n{sup.log()[-2000:]}")
+        ok, failures = load.report()
+        check(not failures, f"failed requests: {failures[:5]}")
+        results = [p.communicate(timeout=30)[0].strip() for p in floods]
+        log(f"flooders as nobody: {results}")
+        for r in results:
+            m = re.match(r"sent=(\d+) refused=(\d+) full=(\d+)", r)
+            check(m, f"flooder output: {r}")
+            check(int(m.group(1)) == 0 and int(m.group(3)) == 0 and int(m.group(2)) > 0,
+                  f"another user could send to the notify socket: {r}")
+        check("reloads: 8 ok, 0 failed" in sup.status(), sup.status())
+    finally:
+        for p in floods:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        sup.kill()
+
+
+NOT_WORKER = """
+import os, socket, sys, time
+addr = os.environ["NOTIFY_SOCKET"]
+def send(msg):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(msg, "\\0" + addr[1:] if addr.startswith("@") else addr)
+    s.close()
+if os.fork() == 0:
+    send(b"READY=1\\nSTATUS=from a forked child")
+    os._exit(0)
+if os.path.exists(sys.argv[1]):
+    send(b"READY=1\\nSTATUS=from the worker")
+time.sleep(600)
+"""
+
+
+def case_notify_not_worker(tmp):
+    """READY=1 counts only from the worker's own pid (--notify-access main,
+    the default): a child the worker forked, or an unrelated process of the
+    same user, cannot make a reload succeed. With --notify-access all, the
+    forked child's READY=1 counts."""
+    flag = os.path.join(tmp, "self-ready")
+    script = os.path.join(tmp, "worker.py")
+    with open(script, "w") as f:
+        f.write(NOT_WORKER)
+    open(flag, "w").close()
+    sup = Supervisor(tmp, [sys.executable, script, flag], extra=["--ready-timeout", "1.5"])
+    try:
+        sup.wait_ready()
+        (pid,) = sup.worker_pids()
+        addr = worker_notify_socket(pid)
+        os.unlink(flag)  # from now on only the forked child says READY=1
+        result = {}
+
+        def reload():
+            result["r"] = sup.ctl("reload", timeout=30)
+        t = threading.Thread(target=reload)
+        t.start()
+        # An unrelated process of the same user, during the reload.
+        wait_until(lambda: "generation 2: starting" in sup.status(), 10, "the reload to start")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            for _ in range(3):
+                s.sendto(b"READY=1\nSTATUS=from a stranger", "\0" + addr[1:] if addr.startswith("@") else addr)
+                time.sleep(0.1)
+        t.join(30)
+        rc, out, err = result["r"]
+        log(f"reload with READY=1 from a forked child and a stranger only: rc={rc} {err.strip()}")
+        check(rc == 1 and "did not become ready within" in err, f"{rc} {out} {err}\n{sup.log()[-2000:]}")
+        check(sup.worker_pids() == [pid], "the worker was replaced")
+        check("ignoring a notification from pid" in sup.log() and "--notify-access all" in sup.log(), sup.log())
+        check("from a" not in sup.status(), sup.status())  # their STATUS= is not shown either
+    finally:
+        sup.kill()
+    sup = Supervisor(tmp, [sys.executable, script, flag], extra=["--ready-timeout", "5", "--notify-access", "all"],
+                     name="all")
+    try:
+        sup.wait_ready()
+        rc, out, err = sup.ctl("reload", timeout=30)
+        check(rc == 0, f"--notify-access all: the forked child's READY=1 did not count: {rc} {err}")
+        check('status "from a forked child"' in sup.status(), sup.status())
+    finally:
+        sup.kill()
+
+
 def case_stop_status(tmp):
     """SIGTERM stops every generation gracefully; the exit status is the
     worker's: 0 for echo, 128+9 for a command that ignores the stop signal
@@ -614,7 +758,11 @@ time.sleep(60)
         ssp = env["SERVER_STARTER_PORT"].split(";")
         check(ssp[0] == f"127.0.0.1:{p1}=3" and ssp[2] == f"{tmp}/u.sock=5", env["SERVER_STARTER_PORT"])
         check(env["SERVER_STARTER_GENERATION"] == "1", env["SERVER_STARTER_GENERATION"])
-        check(env["NOTIFY_SOCKET"].startswith("@handoff/"), env["NOTIFY_SOCKET"])
+        # A socket file in a directory only the supervisor's user can enter.
+        ns = env["NOTIFY_SOCKET"]
+        check(ns.startswith("/") and os.path.basename(ns) == "notify", ns)
+        st = os.stat(os.path.dirname(ns))
+        check(st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o700, f"{ns}: {oct(st.st_mode)}")
         check(not [k for k in env if k.startswith("HANDOFF_") or k.startswith("WATCHDOG_")],
               "HANDOFF_* or WATCHDOG_* leaked")
         check(d["fds"] == [0, 1, 2, 3, 4, 5], f"fds {d['fds']}")
@@ -1020,6 +1168,8 @@ CASES = {
     "failed-reload": case_failed_reload,
     "crash-restart": case_crash_restart,
     "control-other-user": case_control_other_user,
+    "notify-foreign-user": case_notify_foreign_user,
+    "notify-not-worker": case_notify_not_worker,
     "stop-status": case_stop_status,
     "rolling": case_rolling,
     "environment": case_environment,

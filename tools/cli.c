@@ -82,7 +82,7 @@ static int parse_forward(struct cli *c, const char *arg, uint64_t *out)
 enum {
     OPT_NONBLOCK = 256, OPT_ROLLING, OPT_READY, OPT_READY_COMMAND, OPT_READY_DELAY,
     OPT_READY_INTERVAL, OPT_READY_TIMEOUT, OPT_STOP_SIGNAL, OPT_DRAIN_TIMEOUT, OPT_MAX_DRAINING,
-    OPT_FORWARD, OPT_RESTART_DELAY, OPT_RESTART_DELAY_MAX, OPT_RESTART_RESET
+    OPT_FORWARD, OPT_RESTART_DELAY, OPT_RESTART_DELAY_MAX, OPT_RESTART_RESET, OPT_NOTIFY_ACCESS
 };
 
 static const struct option run_opts[] = {
@@ -95,6 +95,7 @@ static const struct option run_opts[] = {
     {"ready-delay", required_argument, NULL, OPT_READY_DELAY},
     {"ready-interval", required_argument, NULL, OPT_READY_INTERVAL},
     {"ready-timeout", required_argument, NULL, OPT_READY_TIMEOUT},
+    {"notify-access", required_argument, NULL, OPT_NOTIFY_ACCESS},
     {"stop-signal", required_argument, NULL, OPT_STOP_SIGNAL},
     {"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
     {"max-draining", required_argument, NULL, OPT_MAX_DRAINING},
@@ -168,6 +169,14 @@ static int parse_run(int argc, char **argv, struct cli *cl)
                 return EXIT_USAGE;
             if (!cfg->ready_timeout)
                 return usage_err(cl, "--ready-timeout must be > 0, not \"%.64s\"", optarg);
+            break;
+        case OPT_NOTIFY_ACCESS:
+            if (strcmp(optarg, "main") == 0)
+                cfg->notify_access = NOTIFY_MAIN;
+            else if (strcmp(optarg, "all") == 0)
+                cfg->notify_access = NOTIFY_ALL;
+            else
+                return usage_err(cl, "--notify-access: \"%.32s\" is not main or all", optarg);
             break;
         case OPT_STOP_SIGNAL:
             cfg->stop_signal = parse_signal(optarg);

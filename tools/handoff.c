@@ -38,6 +38,8 @@ static const char usage_text[] =
     "      --ready-delay SEC     ready SEC after start (--ready=delay)\n"
     "      --ready-interval SEC  pause between --ready-command runs (default 0.2)\n"
     "      --ready-timeout SEC   a generation not ready by then fails (default 60)\n"
+    "      --notify-access WHO   whose READY=1 counts: main (default: the worker's\n"
+    "                            own pid) or all (also processes it started)\n"
     "      --stop-signal SIG     graceful stop signal (default TERM)\n"
     "      --drain-timeout SEC   SIGKILL a stopping generation after SEC (default 30,\n"
     "                            0 = never)\n"

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 static void first_ready_check(uint64_t now);
 
@@ -277,30 +278,49 @@ void proc_ready(struct proc *p, uint64_t now, const char *how)
     first_ready_check(now);
 }
 
+/* The worker a notification is from, or NULL. Its own pid is looked up
+ * first, in the table; only with --notify-access all, and only for a
+ * sender of our own uid, is the sender's ancestry read from /proc: a
+ * flood from anyone else costs a table scan per datagram, nothing more. */
+static struct proc *notify_sender(const struct notify_msg *m)
+{
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = S.procs[i];
+        if (p->kind == PK_WORKER && p->alive && p->pid == m->pid)
+            return p;
+    }
+    if (S.cfg->notify_access != NOTIFY_ALL || m->uid != geteuid())
+        return NULL;
+    for (size_t i = 0; i < S.nprocs; i++) {
+        struct proc *p = S.procs[i];
+        if (p->kind == PK_WORKER && p->alive && pid_descends_from(m->pid, p->pid))
+            return p;
+    }
+    return NULL;
+}
+
 void on_notify(uint64_t now)
 {
     struct notify_msg m;
 
-    for (int n = 0; n < 64 && notify_read(S.notifyfd, &m) > 0; n++) {
-        struct proc *w = NULL;
-        for (size_t i = 0; i < S.nprocs && !w; i++) {
-            struct proc *p = S.procs[i];
-            if (p->kind == PK_WORKER && p->alive && p->pid == m.pid)
-                w = p;
-        }
-        for (size_t i = 0; i < S.nprocs && !w; i++) {
-            struct proc *p = S.procs[i];
-            if (p->kind == PK_WORKER && p->alive && pid_descends_from(m.pid, p->pid))
-                w = p;
-        }
+    for (int n = 0; n < 64 && notify_read(S.notify.fd, &m) > 0; n++) {
+        struct proc *w = notify_sender(&m);
         if (!w) {
-            log_debug("ignoring a notification from pid %ld (not a worker)", (long)m.pid);
+            /* Logged at the 1st, 2nd, 4th, 8th... so a flood cannot fill the log. */
+            unsigned long k = ++S.notify_ignored;
+            if ((k & (k - 1)) == 0)
+                log_warn("ignoring a notification from pid %ld (uid %ld): not a worker%s [%lu so far]",
+                         (long)m.pid, (long)m.uid,
+                         S.cfg->notify_access == NOTIFY_ALL
+                             ? ""
+                             : " (a process a worker started needs --notify-access all)",
+                         k);
             continue;
         }
         if (m.has_status)
             (void)snprintf(w->status, sizeof w->status, "%s", m.status);
-        if (m.extend_usec && w->state == PS_STARTING && now + m.extend_usec > w->deadline)
-            w->deadline = now + m.extend_usec;
+        if (m.extend_usec && w->state == PS_STARTING && deadline_after(now, m.extend_usec) > w->deadline)
+            w->deadline = deadline_after(now, m.extend_usec);
         if (m.ready && w->state == PS_STARTING && S.cfg->ready_mode == READY_NOTIFY) {
             char how[64];
             (void)snprintf(how, sizeof how, "READY=1 from pid %ld", (long)m.pid);
@@ -308,4 +328,3 @@ void on_notify(uint64_t now)
         }
     }
 }
-

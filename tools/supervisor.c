@@ -199,7 +199,7 @@ const char *wshort(const struct proc *p, char *buf, size_t len)
 struct proc *start_worker(int slot, unsigned gen, char *err, size_t errlen)
 {
     uint64_t now = handoff_now_usec();
-    pid_t pid = spawn_worker(S.cfg->argv, S.ls, S.nls, S.notify_path, gen, err, errlen);
+    pid_t pid = spawn_worker(S.cfg->argv, S.ls, S.nls, S.notify.path, gen, err, errlen);
     struct proc *p;
 
     if (pid < 0)
@@ -663,7 +663,7 @@ int sup_run(struct config *cfg)
     int r, code = EXIT_FAILED;
 
     S.cfg = cfg;
-    S.epfd = S.sigfd = S.notifyfd = -1;
+    S.epfd = S.sigfd = S.notify.fd = -1;
     S.next_seq = 1;
     S.start_time = handoff_now_usec();
     spawn_init();
@@ -709,9 +709,9 @@ int sup_run(struct config *cfg)
         log_err("%s", err);
         goto out;
     }
-    S.notifyfd = notify_open(S.notify_path, sizeof S.notify_path);
-    if (S.notifyfd < 0) {
-        log_err("notify socket: %s", strerror(-S.notifyfd));
+    if ((r = notify_open(&S.notify)) < 0) {
+        log_err("cannot create the workers' notify socket: %s (set XDG_RUNTIME_DIR to a directory of yours)",
+                strerror(-r));
         goto out;
     }
     /* Written once, atomically (temporary file + rename); a pid file that
@@ -737,7 +737,7 @@ int sup_run(struct config *cfg)
     e = (struct epoll_event){.events = EPOLLIN, .data.u64 = TAG_SIGNAL};
     (void)epoll_ctl(S.epfd, EPOLL_CTL_ADD, S.sigfd, &e);
     e = (struct epoll_event){.events = EPOLLIN, .data.u64 = TAG_NOTIFY};
-    (void)epoll_ctl(S.epfd, EPOLL_CTL_ADD, S.notifyfd, &e);
+    (void)epoll_ctl(S.epfd, EPOLL_CTL_ADD, S.notify.fd, &e);
     control_set_epoll(S.ctl, S.epfd, TAG_CTL_LISTEN, TAG_CTL_CONN);
 
     S.slots = calloc((size_t)cfg->workers, sizeof *S.slots);
@@ -787,8 +787,7 @@ out:
         if (S.ls[i].owned)
             (void)close(S.ls[i].fd);
     (void)handoff_free(S.h); /* closes the --listen sockets */
-    if (S.notifyfd >= 0)
-        (void)close(S.notifyfd);
+    notify_close(&S.notify);
     if (S.sigfd >= 0)
         (void)close(S.sigfd);
     if (S.epfd >= 0)

@@ -58,8 +58,9 @@ struct gen_info {
 struct supervisor {
     struct config *cfg;
     handoff_t *h;
-    int epfd, sigfd, notifyfd;
-    char notify_path[108];
+    int epfd, sigfd;
+    struct notify_sock notify;
+    unsigned long notify_ignored; /* notifications from non-workers */
     struct control *ctl;
     char control_path[108];
     struct listener ls[TOOL_MAX_LISTEN];

@@ -38,6 +38,9 @@ enum {
 };
 
 enum ready_mode { READY_NOTIFY = 0, READY_COMMAND, READY_DELAY };
+/* Whose notifications count (systemd's NotifyAccess=): the worker's own
+ * pid, or also its descendants. */
+enum notify_access { NOTIFY_MAIN = 0, NOTIFY_ALL };
 
 /* Everything `handoff run` was told on its command line. */
 struct config {
@@ -54,6 +57,7 @@ struct config {
     uint64_t ready_delay;
     uint64_t ready_timeout;
     uint64_t ready_interval;
+    int notify_access;           /* enum notify_access */
     int stop_signal;
     uint64_t drain_timeout;
     int max_draining;
@@ -107,8 +111,13 @@ const char *signal_name(int signo);
 const char *describe_status(int status, char *buf, size_t len);
 /* The shell-style exit code a waitpid status maps to (128+N if killed). */
 int status_exit_code(int status);
-/* Default control socket path for an instance name; 0 or -errno.
- * create_dir: make the private directory if it is missing. */
+/* The directory for the command's sockets. which 0: $XDG_RUNTIME_DIR
+ * (-ENOENT if unset or not absolute); which 1: /run/handoff as root, else
+ * /tmp/handoff-UID (mode 0700, refused with -EPERM unless it is ours).
+ * create_dir: make the fallback directory if it is missing. 0 or -errno. */
+int runtime_dir(int which, char *buf, size_t len, bool create_dir);
+/* Default control socket path for an instance name: handoff.NAME.sock in
+ * $XDG_RUNTIME_DIR, else NAME.sock in the fallback directory. */
 int default_control_path(const char *name, char *buf, size_t len, bool create_dir);
 
 /* ---- spawn.c ---- */
@@ -136,12 +145,22 @@ pid_t spawn_check(const char *cmd, pid_t worker, unsigned gen, int slot);
 bool env_is_private(const char *kv);
 
 /* ---- notify.c ---- */
-/* Opens the abstract AF_UNIX datagram socket with SO_PASSCRED. Returns
- * the fd (close-on-exec) and its address ("@...") in path. */
-int notify_open(char *path, size_t len);
+/* The workers' NOTIFY_SOCKET: a datagram socket with SO_PASSCRED, bound
+ * at path inside dir, a private (0700) directory of its own. */
+struct notify_sock {
+    int fd;
+    char dir[108];
+    char path[108];
+};
+/* Creates the directory and the socket (close-on-exec, non-blocking) in
+ * the first usable runtime directory. 0 or -errno. */
+int notify_open(struct notify_sock *ns);
+/* Closes the socket and removes its file and directory. */
+void notify_close(struct notify_sock *ns);
 /* One message received on the notify socket. */
 struct notify_msg {
     pid_t pid;           /* kernel-verified sender */
+    uid_t uid;
     bool ready, stopping, reloading;
     bool has_status;
     char status[160];

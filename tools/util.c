@@ -147,28 +147,43 @@ int status_exit_code(int status)
     return EXIT_FAILED;
 }
 
-/* $XDG_RUNTIME_DIR/handoff.NAME.sock; else /run/handoff/NAME.sock for root;
- * else /tmp/handoff-UID/NAME.sock in a 0700 directory that must be ours. */
-int default_control_path(const char *name, char *buf, size_t len, bool create_dir)
+int runtime_dir(int which, char *buf, size_t len, bool create_dir)
 {
     const char *xdg = getenv("XDG_RUNTIME_DIR");
-    char dir[256];
     struct stat st;
     int n;
 
-    if (xdg && xdg[0] == '/') {
-        n = snprintf(buf, len, "%s/handoff.%s.sock", xdg, name);
+    if (which == 0) {
+        if (!xdg || xdg[0] != '/')
+            return -ENOENT;
+        n = snprintf(buf, len, "%s", xdg);
         return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
     }
     if (geteuid() == 0)
-        (void)snprintf(dir, sizeof dir, "/run/handoff");
+        n = snprintf(buf, len, "/run/handoff");
     else
-        (void)snprintf(dir, sizeof dir, "/tmp/handoff-%ld", (long)geteuid());
-    if (create_dir && mkdir(dir, geteuid() == 0 ? 0755 : 0700) < 0 && errno != EEXIST)
+        n = snprintf(buf, len, "/tmp/handoff-%ld", (long)geteuid());
+    if (n < 0 || (size_t)n >= len)
+        return -ENAMETOOLONG;
+    if (create_dir && mkdir(buf, geteuid() == 0 ? 0755 : 0700) < 0 && errno != EEXIST)
         return -errno;
-    if (lstat(dir, &st) == 0 && (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+    if (lstat(buf, &st) == 0 && (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
                                  (geteuid() != 0 && (st.st_mode & 077))))
         return -EPERM; /* someone else's directory: refuse to use it */
-    n = snprintf(buf, len, "%s/%s.sock", dir, name);
+    return 0;
+}
+
+int default_control_path(const char *name, char *buf, size_t len, bool create_dir)
+{
+    char dir[256];
+    int n, r;
+
+    if ((r = runtime_dir(0, dir, sizeof dir, create_dir)) == 0) {
+        n = snprintf(buf, len, "%s/handoff.%s.sock", dir, name);
+    } else {
+        if (r != -ENOENT || (r = runtime_dir(1, dir, sizeof dir, create_dir)) < 0)
+            return r;
+        n = snprintf(buf, len, "%s/%s.sock", dir, name);
+    }
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }

@@ -99,6 +99,32 @@ def quiet_fds(pid):
     return 1
 
 
+def proc_private(pid):
+    """Private_Clean + Private_Dirty of pid in bytes (smaps_rollup)."""
+    n = 0
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Private_Clean", "Private_Dirty"):
+                n += int(v.split()[0]) * 1024
+    return n
+
+
+def sanitized(path):
+    """The sanitizer a binary was built with, or None."""
+    with open(path, "rb") as f:
+        data = f.read()
+    for mark, name in ((b"__tsan_init", "ThreadSanitizer"), (b"__asan_init", "AddressSanitizer")):
+        if mark in data:
+            return name
+    return None
+
+
+# User-space memory an idle plain connection may cost the hello example
+# (issue 10: h2o's is about 345 B; handoff's is about 160 B).
+IDLE_CONN_BOUND = 300
+
+
 def proc_rss_mb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -698,6 +724,7 @@ def case_idle_10k():
     pid = srv.p.pid
     base_fds = quiet_fds(pid)
     rss0 = proc_rss_mb(pid)
+    priv0 = proc_private(pid)
     t0 = time.monotonic()
     socks = open_many(srv.port, n, t0 + 120, pid, base_fds)
     t_open = time.monotonic() - t0
@@ -719,6 +746,7 @@ def case_idle_10k():
         except AssertionError:
             fail("the server holds %d sockets (%d at the start), not %d" % (proc_fds(pid), base_fds, base_fds + n))
         rss = proc_rss_mb(pid)
+        per_conn = (proc_private(pid) - priv0) / n
         prober = Prober(srv.port, interval=0.01)
         cpu0, t1 = proc_cpu(pid), time.monotonic()
         prober.start()
@@ -729,6 +757,14 @@ def case_idle_10k():
             "server holds %d sockets, RSS %.0f MB (%.1f KB per connection); CPU %.0f%% while idle"
             % (n, t_open, proc_fds(pid), rss, (rss - rss0) * 1024 / n, busy * 100))
         log("  new clients meanwhile: %s" % prober.summary())
+        san = sanitized(H.HELLO)
+        if san:
+            log("  %s build: the memory per connection (%.0f B) is not checked" % (san, per_conn))
+        else:
+            log("  private memory per idle connection: %.0f B (bound %d B)"
+                % (per_conn, IDLE_CONN_BOUND))
+            check(per_conn <= IDLE_CONN_BOUND, "an idle connection costs %.0f B (> %d B)"
+                  % (per_conn, IDLE_CONN_BOUND))
         prober.check("10k idle", minimum=50)
         check(busy < 0.3, "the server is busy with idle connections (%.0f%% CPU)" % (busy * 100))
     finally:

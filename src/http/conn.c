@@ -26,41 +26,23 @@
 
 static size_t pending_out(const struct hs_conn *c)
 {
-    return c->out.len - c->woff;
+    return c->blk ? c->blk->out.len - c->blk->woff : 0;
 }
 
-/* Gives dst the memory of src (emptied) unless dst has its own. */
-static void buf_take(hs_buf *dst, hs_buf *src)
+/* Empties b, and gives its memory back if it grew large. */
+static void buf_trim(hs_buf *b)
 {
-    if (!dst->p) {
-        dst->p = src->p;
-        dst->cap = src->cap;
-        dst->len = 0;
-    } else {
-        free(src->p);
-    }
-    *src = (hs_buf){0};
-}
-
-/* Keeps b's memory (emptied) in *keep unless it grew large. */
-static void buf_keep(hs_buf *keep, hs_buf *b)
-{
-    if (b->cap > HS_BLK_BUF_KEEP) {
+    if (b->cap > HS_BLK_BUF_KEEP)
         hs_buf_free(b);
-    } else {
-        keep->p = b->p;
-        keep->cap = b->cap;
-        keep->len = 0;
-    }
-    *b = (hs_buf){0};
+    b->len = 0;
 }
 
 static void blk_destroy(struct hs_blk *b)
 {
     free(b->rbuf);
     hs_buf_free(&b->out);
-    hs_buf_free(&b->hdrs);
-    hs_buf_free(&b->body);
+    hs_buf_free(&b->res.a_hdrs);
+    hs_buf_free(&b->res.a_body);
     free(b);
 }
 
@@ -98,14 +80,12 @@ static int blk_acquire(struct hs_conn *c)
         }
     }
     b->next = NULL;
+    b->rcap = HS_RBUF_INIT;
+    b->rstart = b->rlen = 0;
+    b->out.len = b->woff = 0;
+    b->res.c = c;
+    b->req.internal_ = b;
     c->blk = b;
-    c->rbuf = b->rbuf;
-    b->rbuf = NULL;
-    c->rcap = HS_RBUF_INIT;
-    c->rstart = c->rlen = 0;
-    buf_take(&c->out, &b->out);
-    buf_take(&c->res.a_hdrs, &b->hdrs);
-    buf_take(&c->res.a_body, &b->body);
     return 0;
 }
 
@@ -120,16 +100,15 @@ static void blk_release(struct hs_conn *c)
     if (!b)
         return;
     c->blk = NULL;
-    if (c->rcap == HS_RBUF_INIT)
-        b->rbuf = c->rbuf;
-    else
-        free(c->rbuf);
-    c->rbuf = NULL;
-    c->rcap = c->rstart = c->rlen = 0;
-    buf_keep(&b->out, &c->out);
-    c->woff = 0;
-    buf_keep(&b->hdrs, &c->res.a_hdrs);
-    buf_keep(&b->body, &c->res.a_body);
+    if (b->rcap != HS_RBUF_INIT) {
+        free(b->rbuf);
+        b->rbuf = NULL;
+    }
+    b->rcap = b->rstart = b->rlen = 0;
+    buf_trim(&b->out);
+    b->woff = 0;
+    buf_trim(&b->res.a_hdrs);
+    buf_trim(&b->res.a_body);
     if (w->nblks < HS_BLK_POOL) {
         b->next = w->blks;
         w->blks = b;
@@ -148,17 +127,14 @@ struct hs_conn *hs_conn_new(struct hs_worker *w, struct hs_listener *l, int fd,
     c->kind = HS_K_CONN;
     c->fd = fd;
     c->w = w;
-    c->l = l;
-    c->res.c = c;
-    c->req.internal_ = c;
-    /* No read buffer until there is something to read (blk_acquire()). */
-    if (peer_len > sizeof c->peer)
-        peer_len = sizeof c->peer;
-    memcpy(&c->peer, peer, peer_len);
-    c->peer_len = peer_len;
+    /* No buffers until there is something to read (blk_acquire()). */
+    if (peer_len <= sizeof c->peer) {
+        memcpy(&c->peer, peer, peer_len);
+        c->peer_len = (uint8_t)peer_len;
+    }
     c->state = HS_C_HEAD;
     if (l->ctx) {
-        if (hs_tls_conn_new(c) < 0)
+        if (hs_tls_conn_new(c, l->ctx) < 0)
             goto fail;
         c->state = HS_C_HANDSHAKE;
     }
@@ -222,10 +198,6 @@ void hs_conn_free(struct hs_conn *c)
     if (c->ssl)
         SSL_free(c->ssl);
     blk_release(c);
-    free(c->rbuf);
-    hs_buf_free(&c->out);
-    hs_buf_free(&c->res.a_hdrs);
-    hs_buf_free(&c->res.a_body);
     free(c);
 }
 
@@ -260,14 +232,14 @@ void hs_conn_close(struct hs_conn *c)
     hs_tset(c, HS_T_NONE, false);
     uncount(c);
     atomic_store(&c->gone, true);
-    c->out.len = c->woff = 0;
+    if (c->blk)
+        c->blk->out.len = c->blk->woff = 0;
     if (c->state == HS_C_APP) {
         c->state = HS_C_DEAD;
         return;
     }
     c->state = HS_C_GONE;
-    c->gnext = c->w->graveyard;
-    c->w->graveyard = c;
+    hs_graveyard_add(c);
 }
 
 /* Makes room to read into. Returns 0, or an HTTP status to fail with. */
@@ -276,39 +248,39 @@ static int reserve_input(struct hs_conn *c)
     handoff_http_server *srv = c->w->srv;
     if (!c->blk && blk_acquire(c) < 0)
         return 503;
-    if (c->rlen < c->rcap)
+    if (c->blk->rlen < c->blk->rcap)
         return 0;
-    if (c->rstart > 0) {
-        memmove(c->rbuf, c->rbuf + c->rstart, c->rlen - c->rstart);
-        c->rlen -= c->rstart;
-        c->rstart = 0;
+    if (c->blk->rstart > 0) {
+        memmove(c->blk->rbuf, c->blk->rbuf + c->blk->rstart, c->blk->rlen - c->blk->rstart);
+        c->blk->rlen -= c->blk->rstart;
+        c->blk->rstart = 0;
         if (c->state == HS_C_BODY)
-            c->moved = true;
-        if (c->rlen < c->rcap)
+            c->blk->moved = true;
+        if (c->blk->rlen < c->blk->rcap)
             return 0;
     }
-    size_t cap = c->rcap * 2, limit;
+    size_t cap = c->blk->rcap * 2, limit;
     if (c->state != HS_C_BODY) {
         limit = srv->limits.max_header_bytes + HS_RBUF_INIT;
-    } else if (c->hreq.body_kind == HH_BODY_LENGTH) {
-        limit = c->req_len;
+    } else if (c->blk->hreq.body_kind == HH_BODY_LENGTH) {
+        limit = c->blk->req_len;
         if (cap < limit)
             cap = limit;
     } else {
         /* Decoded body plus one chunk-size line or trailer section. */
-        limit = c->head_len + (size_t)srv->o.max_body_bytes + 16384;
+        limit = c->blk->head_len + (size_t)srv->o.max_body_bytes + 16384;
     }
     if (cap > limit)
         cap = limit;
-    if (cap <= c->rcap)
+    if (cap <= c->blk->rcap)
         return c->state == HS_C_BODY ? 413 : 431;
-    char *p = realloc(c->rbuf, cap);
+    char *p = realloc(c->blk->rbuf, cap);
     if (!p)
         return 503;
     if (c->state == HS_C_BODY)
-        c->moved = true;
-    c->rbuf = p;
-    c->rcap = cap;
+        c->blk->moved = true;
+    c->blk->rbuf = p;
+    c->blk->rcap = cap;
     return 0;
 }
 
@@ -319,15 +291,15 @@ static long conn_read(struct hs_conn *c)
     int st = reserve_input(c);
     if (st)
         return -st;
-    size_t room = c->rcap - c->rlen;
+    size_t room = c->blk->rcap - c->blk->rlen;
     long n;
     if (c->ssl) {
-        n = hs_tls_read(c, c->rbuf + c->rlen, room);
+        n = hs_tls_read(c, c->blk->rbuf + c->blk->rlen, room);
         if (n == 0)
             c->read_more = false;
     } else {
         for (;;) {
-            n = read(c->fd, c->rbuf + c->rlen, room);
+            n = read(c->fd, c->blk->rbuf + c->blk->rlen, room);
             if (n >= 0 || errno != EINTR)
                 break;
         }
@@ -345,7 +317,7 @@ static long conn_read(struct hs_conn *c)
             c->read_more = false;
     }
     if (n > 0)
-        c->rlen += (size_t)n;
+        c->blk->rlen += (size_t)n;
     return n;
 }
 
@@ -353,16 +325,16 @@ static long conn_read(struct hs_conn *c)
  * socket is full, -1 on error. */
 static int conn_flush(struct hs_conn *c)
 {
-    while (c->woff < c->out.len) {
+    while (c->blk->woff < c->blk->out.len) {
         long n;
         if (c->ssl) {
-            n = hs_tls_write(c, c->out.p + c->woff, c->out.len - c->woff);
+            n = hs_tls_write(c, c->blk->out.p + c->blk->woff, c->blk->out.len - c->blk->woff);
             if (n == 0)
                 return 0;
             if (n < 0)
                 return -1;
         } else {
-            n = send(c->fd, c->out.p + c->woff, c->out.len - c->woff, MSG_NOSIGNAL);
+            n = send(c->fd, c->blk->out.p + c->blk->woff, c->blk->out.len - c->blk->woff, MSG_NOSIGNAL);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -371,20 +343,20 @@ static int conn_flush(struct hs_conn *c)
                 return -1;
             }
         }
-        c->woff += (size_t)n;
+        c->blk->woff += (size_t)n;
         if (c->tclass == HS_T_WRITE)
             hs_tset(c, HS_T_WRITE, true); /* progress */
     }
-    c->out.len = c->woff = 0;
-    if (c->out.cap > HS_WBUF_KEEP)
-        hs_buf_free(&c->out);
+    c->blk->out.len = c->blk->woff = 0;
+    if (c->blk->out.cap > HS_WBUF_KEEP)
+        hs_buf_free(&c->blk->out);
     return 1;
 }
 
 static void fill_request(struct hs_conn *c)
 {
-    const hh_request *h = &c->hreq;
-    handoff_http_request *r = &c->req;
+    const hh_request *h = &c->blk->hreq;
+    handoff_http_request *r = &c->blk->req;
     r->method = (handoff_http_str){h->method.p, h->method.len};
     r->target = (handoff_http_str){h->target.p, h->target.len};
     if (h->path.len == 0 && h->target.len && h->target.p[0] != '/' &&
@@ -397,46 +369,57 @@ static void fill_request(struct hs_conn *c)
     r->keep_alive = h->keep_alive;
     r->upgrade = h->upgrade;
     r->tls = c->ssl != NULL;
-    r->body_len = c->body_end - c->head_len;
-    r->body = r->body_len ? c->rbuf + c->rstart + c->head_len : NULL;
-    r->peer = (const struct sockaddr *)&c->peer;
-    r->peer_len = c->peer_len;
+    r->body_len = c->blk->body_end - c->blk->head_len;
+    r->body = r->body_len ? c->blk->rbuf + c->blk->rstart + c->blk->head_len : NULL;
+    if (c->peer_len) {
+        r->peer = &c->peer.sa;
+        r->peer_len = c->peer_len;
+    } else {
+        /* Too large to keep while idle (a bound unix socket). */
+        socklen_t len = sizeof c->blk->peer;
+        if (getpeername(c->fd, (struct sockaddr *)&c->blk->peer, &len) < 0) {
+            len = sizeof(sa_family_t);
+            c->blk->peer.ss_family = AF_UNSPEC;
+        }
+        r->peer = (const struct sockaddr *)&c->blk->peer;
+        r->peer_len = len;
+    }
 }
 
 /* Hands a complete request to the handler. Returns 1. */
 static int dispatch(struct hs_conn *c)
 {
     handoff_http_server *srv = c->w->srv;
-    if (c->moved) {
+    if (c->blk->moved) {
         /* The buffer moved under the parsed head: parse it again (it was
          * accepted before, so it is accepted now). */
-        int r = hh_parse_request(c->rbuf + c->rstart, c->head_len, &c->hreq, c->blk->hh,
+        int r = hh_parse_request(c->blk->rbuf + c->blk->rstart, c->blk->head_len, &c->blk->hreq, c->blk->hh,
                                  HS_MAX_HEADERS, &srv->limits);
         if (r < 0)
             return hs_error_response(c, 500), 1;
-        c->moved = false;
+        c->blk->moved = false;
     }
     fill_request(c);
     c->nreq++;
-    c->is_head = c->hreq.method.len == 4 && memcmp(c->hreq.method.p, "HEAD", 4) == 0;
-    hs_res_reset(&c->res);
-    c->hdrs_out = c->chunked = c->async = false;
+    c->blk->is_head = c->blk->hreq.method.len == 4 && memcmp(c->blk->hreq.method.p, "HEAD", 4) == 0;
+    hs_res_reset(&c->blk->res);
+    c->blk->hdrs_out = c->blk->chunked = c->blk->async = false;
     c->state = HS_C_APP;
     hs_tset(c, HS_T_NONE, false);
 
-    c->in_handler = true;
-    if (srv->health_path && c->hreq.path.len == srv->health_len &&
-        memcmp(c->hreq.path.p, srv->health_path, srv->health_len) == 0)
+    c->blk->in_handler = true;
+    if (srv->health_path && c->blk->hreq.path.len == srv->health_len &&
+        memcmp(c->blk->hreq.path.p, srv->health_path, srv->health_len) == 0)
         hs_res_health(c);
     else
-        srv->o.handler(&c->req, &c->res, srv->o.userdata);
-    c->in_handler = false;
+        srv->o.handler(&c->blk->req, &c->blk->res, srv->o.userdata);
+    c->blk->in_handler = false;
     if (c->state == HS_C_GONE)
         return 1; /* hijacked */
     /* An end on this thread set a_ended before the handler returned; any
      * other thread goes through the lock (and the queue). */
-    if (!c->owner_ended)
-        c->async = c->ever_async = true;
+    if (!c->blk->owner_ended)
+        c->blk->async = c->ever_async = true;
     (void)hs_res_pump(c);
     return 1;
 }
@@ -444,28 +427,27 @@ static int dispatch(struct hs_conn *c)
 /* The response is complete: move on to the next request, or to closing. */
 void hs_conn_finish_response(struct hs_conn *c)
 {
-    c->async = false;
-    c->owner_ended = false;
+    c->blk->async = false;
+    c->blk->owner_ended = false;
     if (c->state == HS_C_DEAD) {
         c->state = HS_C_GONE;
-        c->gnext = c->w->graveyard;
-        c->w->graveyard = c;
+        hs_graveyard_add(c);
         return;
     }
     if (c->state != HS_C_APP)
         return;
-    c->rstart += c->req_len;
-    if (c->rstart == c->rlen) {
-        c->rstart = c->rlen = 0;
-        if (c->rcap > HS_RBUF_KEEP) {
-            char *p = realloc(c->rbuf, HS_RBUF_INIT);
+    c->blk->rstart += c->blk->req_len;
+    if (c->blk->rstart == c->blk->rlen) {
+        c->blk->rstart = c->blk->rlen = 0;
+        if (c->blk->rcap > HS_RBUF_KEEP) {
+            char *p = realloc(c->blk->rbuf, HS_RBUF_INIT);
             if (p) {
-                c->rbuf = p;
-                c->rcap = HS_RBUF_INIT;
+                c->blk->rbuf = p;
+                c->blk->rcap = HS_RBUF_INIT;
             }
         }
     }
-    c->body_end = c->head_len = c->req_len = 0;
+    c->blk->body_end = c->blk->head_len = c->blk->req_len = 0;
     c->state = c->close_after ? HS_C_CLOSING : HS_C_HEAD;
 }
 
@@ -475,11 +457,13 @@ void hs_conn_finish_response(struct hs_conn *c)
 static int conn_process(struct hs_conn *c)
 {
     handoff_http_server *srv = c->w->srv;
+    if (!c->blk)
+        return 0; /* idle: nothing buffered */
     if (c->state == HS_C_HEAD) {
-        size_t avail = c->rlen - c->rstart;
+        size_t avail = c->blk->rlen - c->blk->rstart;
         if (avail == 0)
             return 0;
-        int r = hh_parse_request(c->rbuf + c->rstart, avail, &c->hreq, c->blk->hh,
+        int r = hh_parse_request(c->blk->rbuf + c->blk->rstart, avail, &c->blk->hreq, c->blk->hh,
                                  HS_MAX_HEADERS, &srv->limits);
         if (r == HH_INCOMPLETE)
             return 0;
@@ -489,61 +473,61 @@ static int conn_process(struct hs_conn *c)
                 st = 400;
             return hs_error_response(c, st), 1;
         }
-        c->head_len = (size_t)r;
-        c->moved = false;
-        c->sent_continue = false;
-        if (c->hreq.expect_other)
+        c->blk->head_len = (size_t)r;
+        c->blk->moved = false;
+        c->blk->sent_continue = false;
+        if (c->blk->hreq.expect_other)
             return hs_error_response(c, 417), 1;
-        switch (c->hreq.body_kind) {
+        switch (c->blk->hreq.body_kind) {
         case HH_BODY_LENGTH:
-            if (c->hreq.content_length > srv->o.max_body_bytes)
+            if (c->blk->hreq.content_length > srv->o.max_body_bytes)
                 return hs_error_response(c, 413), 1; /* never read it */
-            c->req_len = c->head_len + (size_t)c->hreq.content_length;
+            c->blk->req_len = c->blk->head_len + (size_t)c->blk->hreq.content_length;
             break;
         case HH_BODY_CHUNKED:
-            memset(&c->dec, 0, sizeof c->dec);
-            c->raw_off = c->body_end = c->head_len;
+            memset(&c->blk->dec, 0, sizeof c->blk->dec);
+            c->blk->raw_off = c->blk->body_end = c->blk->head_len;
             break;
         default:
-            c->body_end = c->req_len = c->head_len;
+            c->blk->body_end = c->blk->req_len = c->blk->head_len;
             return dispatch(c);
         }
         c->state = HS_C_BODY;
     }
 
-    size_t avail = c->rlen - c->rstart;
-    if (c->hreq.body_kind == HH_BODY_LENGTH) {
-        if (avail >= c->req_len) {
-            c->body_end = c->req_len;
+    size_t avail = c->blk->rlen - c->blk->rstart;
+    if (c->blk->hreq.body_kind == HH_BODY_LENGTH) {
+        if (avail >= c->blk->req_len) {
+            c->blk->body_end = c->blk->req_len;
             return dispatch(c);
         }
     } else {
         size_t outlen = 0, used = 0;
-        char *base = c->rbuf + c->rstart;
-        int r = hh_decode_chunked(&c->dec, base + c->raw_off, avail - c->raw_off,
-                                  base + c->body_end, &outlen, &used,
+        char *base = c->blk->rbuf + c->blk->rstart;
+        int r = hh_decode_chunked(&c->blk->dec, base + c->blk->raw_off, avail - c->blk->raw_off,
+                                  base + c->blk->body_end, &outlen, &used,
                                   srv->o.max_body_bytes);
-        c->body_end += outlen;
-        c->raw_off += used;
+        c->blk->body_end += outlen;
+        c->blk->raw_off += used;
         if (r == 1) {
-            c->req_len = c->raw_off;
+            c->blk->req_len = c->blk->raw_off;
             return dispatch(c);
         }
         if (r < 0)
             return hs_error_response(c, r == -413 ? 413 : 400), 1;
         /* Keep only the decoded body and the undecoded rest. */
-        size_t rest = avail - c->raw_off;
-        if (c->raw_off > c->body_end) {
-            memmove(base + c->body_end, base + c->raw_off, rest);
-            c->rlen = c->rstart + c->body_end + rest;
-            c->raw_off = c->body_end;
+        size_t rest = avail - c->blk->raw_off;
+        if (c->blk->raw_off > c->blk->body_end) {
+            memmove(base + c->blk->body_end, base + c->blk->raw_off, rest);
+            c->blk->rlen = c->blk->rstart + c->blk->body_end + rest;
+            c->blk->raw_off = c->blk->body_end;
         }
     }
     /* The body is needed and allowed: ask for it (RFC 9110 10.1.1). */
-    if (c->hreq.expect_continue && !c->sent_continue) {
-        c->sent_continue = true;
+    if (c->blk->hreq.expect_continue && !c->blk->sent_continue) {
+        c->blk->sent_continue = true;
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        if (hs_buf_append(&c->out, cont, sizeof cont - 1) < 0)
+        if (hs_buf_append(&c->blk->out, cont, sizeof cont - 1) < 0)
             return hs_error_response(c, 503), 1;
     }
     return 0;
@@ -593,7 +577,7 @@ static void update_timer(struct hs_conn *c)
     case HS_C_BODY:
         if (pending_out(c)) {
             cls = HS_T_WRITE;
-        } else if (c->state == HS_C_BODY || c->rlen > c->rstart) {
+        } else if (c->state == HS_C_BODY || (c->blk && c->blk->rlen > c->blk->rstart)) {
             cls = HS_T_READ;
             refresh = c->tnreq != c->nreq;
         } else if (c->nreq == 0) {
@@ -645,6 +629,7 @@ void hs_conn_run(struct hs_conn *c)
             }
             if (r == 0)
                 goto out;
+            c->w->handshakes++;
             c->state = HS_C_HEAD;
             continue;
         case HS_C_HEAD:
@@ -675,15 +660,16 @@ void hs_conn_run(struct hs_conn *c)
                 /* The client is done sending. Anything partial is lost. */
                 c->eof = true;
                 c->read_more = false;
-                if (c->state == HS_C_HEAD && c->rlen == c->rstart && pending_out(c)) {
+                if (c->state == HS_C_HEAD && c->blk->rlen == c->blk->rstart &&
+                    pending_out(c)) {
                     c->state = HS_C_CLOSING;
                     break;
                 }
                 hs_conn_close(c);
                 return;
             }
-            if (r == -2) {
-                hs_conn_close(c);
+            if (r == -2 || !c->blk) {
+                hs_conn_close(c); /* no block for an error response either */
                 return;
             }
             hs_error_response(c, (int)-r);
@@ -723,8 +709,8 @@ void hs_conn_run(struct hs_conn *c)
     }
 out:
     /* Idle: hold no buffers until the next request comes in. */
-    if (c->blk && c->state == HS_C_HEAD && c->rlen == c->rstart && !c->read_more &&
-        !c->in_ready && c->out.len == 0)
+    if (c->blk && c->state == HS_C_HEAD && c->blk->rlen == c->blk->rstart && !c->read_more &&
+        !c->in_ready && c->blk->out.len == 0)
         blk_release(c);
     update_timer(c);
 }
@@ -748,7 +734,8 @@ void hs_conn_timeout(struct hs_conn *c, int cls)
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     switch (cls) {
     case HS_T_READ:
-        if (c->state == HS_C_BODY || (c->state == HS_C_HEAD && c->rlen > c->rstart)) {
+        if (c->state == HS_C_BODY ||
+            (c->state == HS_C_HEAD && c->blk && c->blk->rlen > c->blk->rstart)) {
             hs_error_response(c, 408);
             hs_conn_run(c);
             return;
@@ -778,7 +765,7 @@ int handoff_http_response_hijack(handoff_http_response *res, handoff_http_hijack
     if (!res || !out)
         return -EINVAL;
     struct hs_conn *c = res->c;
-    if (hs_current != c->w || !c->in_handler || c->state != HS_C_APP)
+    if (hs_current != c->w || !c->blk->in_handler || c->state != HS_C_APP)
         return -EPERM;
     if (c->ssl)
         return -ENOTSUP;
@@ -790,13 +777,13 @@ int handoff_http_response_hijack(handoff_http_response *res, handoff_http_hijack
         if (pending_out(c))
             return -EAGAIN;
     }
-    size_t extra = c->rlen - c->rstart - c->req_len;
+    size_t extra = c->blk->rlen - c->blk->rstart - c->blk->req_len;
     char *copy = NULL;
     if (extra) {
         copy = malloc(extra);
         if (!copy)
             return -ENOMEM;
-        memcpy(copy, c->rbuf + c->rstart + c->req_len, extra);
+        memcpy(copy, c->blk->rbuf + c->blk->rstart + c->blk->req_len, extra);
     }
     (void)epoll_ctl(c->w->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     out->fd = c->fd;
@@ -807,7 +794,6 @@ int handoff_http_response_hijack(handoff_http_response *res, handoff_http_hijack
     c->fd = -1;
     c->state = HS_C_GONE;
     hs_tset(c, HS_T_NONE, false);
-    c->gnext = c->w->graveyard;
-    c->w->graveyard = c;
+    hs_graveyard_add(c);
     return 0;
 }

@@ -3,12 +3,12 @@
  *
  * Who touches what. A response is built by its owner (the handler on the
  * worker thread, or whichever thread it was handed to) in the a_* fields;
- * the worker turns those into bytes in c->out ("pumping") and never writes
+ * the worker turns those into bytes in c->blk->out ("pumping") and never writes
  * a_* except to take stream data. While the handler runs, and when the
  * owner is the worker thread itself, nothing else can run concurrently, so
  * no lock is taken: the fast path (a handler that answers at once) is
  * lock-free. Once the handler has returned without ending the response
- * (c->async), another thread may own it: its write() and end() take the
+ * (c->blk->async), another thread may own it: its write() and end() take the
  * worker's mutex, queue the connection and wake the worker through its
  * eventfd, and the worker pumps under the same mutex.
  */
@@ -165,17 +165,17 @@ static bool status_has_body(int status)
 static void decide_close(struct hs_conn *c)
 {
     handoff_http_server *srv = c->w->srv;
-    if (!c->hreq.keep_alive || c->res.a_close ||
+    if (!c->blk->hreq.keep_alive || c->blk->res.a_close ||
         c->nreq >= srv->o.max_keepalive_requests ||
         atomic_load_explicit(&srv->draining, memory_order_relaxed))
         c->close_after = true;
 }
 
-/* Composes the response head into c->out. Called with the lock when
- * c->async. Returns 0 or -ENOMEM. */
+/* Composes the response head into c->blk->out. Called with the lock when
+ * c->blk->async. Returns 0 or -ENOMEM. */
 static int compose_head(struct hs_conn *c, bool streaming)
 {
-    handoff_http_response *res = &c->res;
+    handoff_http_response *res = &c->blk->res;
     int status = res->a_status;
     bool body = status_has_body(status);
     if (res->a_oom) {
@@ -187,16 +187,16 @@ static int compose_head(struct hs_conn *c, bool streaming)
         c->close_after = true;
     }
     decide_close(c);
-    if (streaming && body && c->hreq.minor_version == 0)
+    if (streaming && body && c->blk->hreq.minor_version == 0)
         c->close_after = true; /* no chunked for HTTP/1.0: close-delimited */
-    c->chunked = streaming && body && c->hreq.minor_version == 1;
+    c->blk->chunked = streaming && body && c->blk->hreq.minor_version == 1;
 
-    if (hs_buf_reserve(&c->out, HEAD_FIXED + res->a_hdrs.len + 96) < 0)
+    if (hs_buf_reserve(&c->blk->out, HEAD_FIXED + res->a_hdrs.len + 96) < 0)
         return -ENOMEM;
-    char *p = c->out.p + c->out.len;
+    char *p = c->blk->out.p + c->blk->out.len;
     p = put_status_date(p, c->w, status);
     p = put(p, res->a_hdrs.p, res->a_hdrs.len);
-    if (c->chunked) {
+    if (c->blk->chunked) {
         p = PUTLIT(p, "Transfer-Encoding: chunked\r\n");
     } else if (body && !streaming) {
         p = PUTLIT(p, "Content-Length: ");
@@ -205,33 +205,33 @@ static int compose_head(struct hs_conn *c, bool streaming)
     }
     if (c->close_after)
         p = PUTLIT(p, "Connection: close\r\n");
-    else if (c->hreq.minor_version == 0)
+    else if (c->blk->hreq.minor_version == 0)
         p = PUTLIT(p, "Connection: keep-alive\r\n");
     p = PUTLIT(p, "\r\n");
-    c->out.len = (size_t)(p - c->out.p);
-    c->hdrs_out = true;
+    c->blk->out.len = (size_t)(p - c->blk->out.p);
+    c->blk->hdrs_out = true;
     return 0;
 }
 
-/* Moves stream data out of a_body into c->out as one chunk. */
+/* Moves stream data out of a_body into c->blk->out as one chunk. */
 static int emit_stream(struct hs_conn *c)
 {
-    hs_buf *b = &c->res.a_body;
-    if (b->len == 0 || c->is_head || !status_has_body(c->res.a_status)) {
+    hs_buf *b = &c->blk->res.a_body;
+    if (b->len == 0 || c->blk->is_head || !status_has_body(c->blk->res.a_status)) {
         b->len = 0;
         return 0;
     }
-    if (hs_buf_reserve(&c->out, b->len + 24) < 0)
+    if (hs_buf_reserve(&c->blk->out, b->len + 24) < 0)
         return -ENOMEM;
-    char *p = c->out.p + c->out.len;
-    if (c->chunked) {
+    char *p = c->blk->out.p + c->blk->out.len;
+    if (c->blk->chunked) {
         p = put_hex(p, b->len);
         p = PUTLIT(p, "\r\n");
     }
     p = put(p, b->p, b->len);
-    if (c->chunked)
+    if (c->blk->chunked)
         p = PUTLIT(p, "\r\n");
-    c->out.len = (size_t)(p - c->out.p);
+    c->blk->out.len = (size_t)(p - c->blk->out.p);
     b->len = 0;
     return 0;
 }
@@ -252,9 +252,9 @@ void hs_res_reset(handoff_http_response *res)
  * hs_conn_finish_response(), which may have queued c for freeing). */
 bool hs_res_pump(struct hs_conn *c)
 {
-    handoff_http_response *res = &c->res;
+    handoff_http_response *res = &c->blk->res;
     struct hs_worker *w = c->w;
-    bool locked = c->async;
+    bool locked = c->blk->async;
     bool failed = false;
 
     if (locked)
@@ -264,14 +264,14 @@ bool hs_res_pump(struct hs_conn *c)
     if (c->state == HS_C_DEAD) {
         res->a_body.len = 0;
     } else if (c->state == HS_C_APP) {
-        if (!c->hdrs_out && (streaming || ended))
+        if (!c->blk->hdrs_out && (streaming || ended))
             failed = compose_head(c, streaming) < 0;
         if (!failed && streaming) {
             failed = emit_stream(c) < 0;
-            if (!failed && ended && c->chunked && !c->is_head)
-                failed = hs_buf_append(&c->out, "0\r\n\r\n", 5) < 0;
-        } else if (!failed && ended && !c->is_head && status_has_body(res->a_status)) {
-            failed = hs_buf_append(&c->out, res->a_body.p, res->a_body.len) < 0;
+            if (!failed && ended && c->blk->chunked && !c->blk->is_head)
+                failed = hs_buf_append(&c->blk->out, "0\r\n\r\n", 5) < 0;
+        } else if (!failed && ended && !c->blk->is_head && status_has_body(res->a_status)) {
+            failed = hs_buf_append(&c->blk->out, res->a_body.p, res->a_body.len) < 0;
         }
     }
     if (locked)
@@ -295,16 +295,16 @@ int hs_error_response(struct hs_conn *c, int status)
     size_t n = strlen(why);
     c->close_after = true;
     c->state = HS_C_CLOSING;
-    if (hs_buf_reserve(&c->out, HEAD_FIXED + n + 96) < 0)
+    if (hs_buf_reserve(&c->blk->out, HEAD_FIXED + n + 96) < 0)
         return -ENOMEM;
-    char *p = c->out.p + c->out.len;
+    char *p = c->blk->out.p + c->blk->out.len;
     p = put_status_date(p, c->w, status);
     p = PUTLIT(p, "Content-Type: text/plain\r\nContent-Length: ");
     p = put_dec(p, n + 1);
     p = PUTLIT(p, "\r\nConnection: close\r\n\r\n");
     p = put(p, why, n);
     *p++ = '\n';
-    c->out.len = (size_t)(p - c->out.p);
+    c->blk->out.len = (size_t)(p - c->blk->out.p);
     return 0;
 }
 
@@ -314,10 +314,10 @@ void hs_res_health(struct hs_conn *c)
     handoff_http_server *srv = c->w->srv;
     bool down = atomic_load(&srv->lame) || atomic_load(&srv->draining);
     if (down)
-        (void)handoff_http_response_send(&c->res, 503, "text/plain",
+        (void)handoff_http_response_send(&c->blk->res, 503, "text/plain",
                                          "Service Unavailable\n", 20);
     else
-        (void)handoff_http_response_send(&c->res, 200, "text/plain", "OK\n", 3);
+        (void)handoff_http_response_send(&c->blk->res, 200, "text/plain", "OK\n", 3);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -448,7 +448,7 @@ int handoff_http_response_write(handoff_http_response *res, const void *data,
         res->a_streaming = 1;
         if (hs_buf_append(&res->a_body, data, len) < 0)
             return -ENOMEM;
-        if (!c->in_handler)
+        if (!c->blk->in_handler)
             hs_ready_push(c);
         return 0;
     }
@@ -477,8 +477,8 @@ int handoff_http_response_end(handoff_http_response *res)
     struct hs_conn *c = res->c;
     if (on_owner(res)) {
         res->a_ended = 1;
-        c->owner_ended = true;
-        if (!c->in_handler)
+        c->blk->owner_ended = true;
+        if (!c->blk->in_handler)
             hs_ready_push(c);
         return 0;
     }
@@ -513,7 +513,7 @@ int handoff_http_response_send(handoff_http_response *res, int status,
 const handoff_http_request *handoff_http_response_request(
     const handoff_http_response *res)
 {
-    return res ? &res->c->req : NULL;
+    return res ? &res->c->blk->req : NULL;
 }
 
 handoff_http_server *handoff_http_response_server(const handoff_http_response *res)
@@ -531,7 +531,7 @@ int handoff_http_response_defer(handoff_http_response *res, uint64_t delay_usec,
     struct hs_conn *c = res->c;
     uint64_t now = handoff_now_usec();
     uint64_t at = delay_usec > UINT64_MAX - now ? UINT64_MAX : now + delay_usec;
-    return hs_timer_add(c->w, c, at, fn, arg);
+    return hs_timer_add(c->w, res, at, fn, arg);
 }
 
 const char *handoff_http_request_header(const handoff_http_request *req,
@@ -539,8 +539,8 @@ const char *handoff_http_request_header(const handoff_http_request *req,
 {
     if (!req || !name)
         return NULL;
-    const struct hs_conn *c = req->internal_;
-    const hh_header *hd = hh_find_header(&c->hreq, name);
+    const struct hs_blk *b = req->internal_;
+    const hh_header *hd = hh_find_header(&b->hreq, name);
     if (!hd)
         return NULL;
     if (len)
@@ -553,12 +553,13 @@ int handoff_http_request_header_at(const handoff_http_request *req, size_t i,
 {
     if (!req)
         return 0;
-    const struct hs_conn *c = req->internal_;
-    if (i >= c->hreq.num_headers)
+    const struct hs_blk *b = req->internal_;
+    if (i >= b->hreq.num_headers)
         return 0;
+    const hh_header *hd = &b->hreq.headers[i];
     if (name)
-        *name = (handoff_http_str){c->hreq.headers[i].name.p, c->hreq.headers[i].name.len};
+        *name = (handoff_http_str){hd->name.p, hd->name.len};
     if (value)
-        *value = (handoff_http_str){c->hreq.headers[i].value.p, c->hreq.headers[i].value.len};
+        *value = (handoff_http_str){hd->value.p, hd->value.len};
     return 1;
 }

@@ -19,6 +19,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sched.h>
@@ -133,6 +136,8 @@ void hs_tset(struct hs_conn *c, int cls, bool refresh)
     struct hs_worker *w = c->w;
     if (c->tclass == cls && !refresh)
         return;
+    if (cls != HS_T_NONE && (c->state == HS_C_DEAD || c->state == HS_C_GONE))
+        return; /* closed: no timeouts (and tnext may be the graveyard's) */
     if (c->tclass != HS_T_NONE) {
         struct hs_tlist *l = &w->tl[c->tclass];
         if (c->tprev)
@@ -145,7 +150,7 @@ void hs_tset(struct hs_conn *c, int cls, bool refresh)
             l->tail = c->tprev;
         c->tprev = c->tnext = NULL;
     }
-    c->tclass = cls;
+    c->tclass = (uint8_t)cls;
     if (cls == HS_T_NONE)
         return;
     struct hs_tlist *l = &w->tl[cls];
@@ -166,7 +171,7 @@ static bool tless(const struct hs_timer *a, const struct hs_timer *b)
     return a->at < b->at || (a->at == b->at && a->seq < b->seq);
 }
 
-int hs_timer_add(struct hs_worker *w, struct hs_conn *c, uint64_t at,
+int hs_timer_add(struct hs_worker *w, handoff_http_response *res, uint64_t at,
                  handoff_http_defer_fn fn, void *arg)
 {
     if (w->finishing)
@@ -179,7 +184,7 @@ int hs_timer_add(struct hs_worker *w, struct hs_conn *c, uint64_t at,
         w->timers = t;
         w->captimers = cap;
     }
-    struct hs_timer nt = {.at = at, .seq = w->timer_seq++, .c = c, .fn = fn, .arg = arg};
+    struct hs_timer nt = {.at = at, .seq = w->timer_seq++, .res = res, .fn = fn, .arg = arg};
     size_t i = w->ntimers++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
@@ -218,7 +223,7 @@ static struct hs_timer timer_pop(struct hs_worker *w)
 
 static void run_timer(struct hs_timer t)
 {
-    t.fn(&t.c->res, t.arg);
+    t.fn(t.res, t.arg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -461,11 +466,20 @@ static void run_ready(struct hs_worker *w)
     }
 }
 
+void hs_graveyard_add(struct hs_conn *c)
+{
+    /* Closed: out of its timeout list, whose link now serves here. */
+    hs_tset(c, HS_T_NONE, false);
+    c->tnext = c->w->graveyard;
+    c->w->graveyard = c;
+}
+
 static void bury(struct hs_worker *w)
 {
     while (w->graveyard) {
         struct hs_conn *c = w->graveyard;
-        w->graveyard = c->gnext;
+        w->graveyard = c->tnext;
+        c->tnext = NULL;
         hs_conn_free(c);
     }
 }
@@ -485,6 +499,19 @@ static void worker_finish(struct hs_worker *w)
     bury(w);
 }
 
+/* A burst of TLS handshakes leaves the heap full of holes: each
+ * handshake needs some 40 KB for a moment (record buffers, the handshake
+ * messages) but keeps only about 14 KB, and the freed memory stays
+ * resident. Once the worker has been quiet for a while after such a
+ * burst, the free pages go back to the system. */
+static void trim_heap(struct hs_worker *w)
+{
+    w->handshakes = 0;
+#ifdef __GLIBC__
+    (void)malloc_trim(0);
+#endif
+}
+
 static void *worker_main(void *arg)
 {
     struct hs_worker *w = arg;
@@ -500,6 +527,8 @@ static void *worker_main(void *arg)
             timeout = 0;
         } else {
             uint64_t next = next_deadline(w);
+            if (w->handshakes >= HS_TRIM_HANDSHAKES && w->busy_at + HS_TRIM_QUIET_USEC < next)
+                next = w->busy_at + HS_TRIM_QUIET_USEC;
             if (next != UINT64_MAX) {
                 uint64_t ms = next <= w->now ? 0 : (next - w->now + 999) / 1000;
                 timeout = ms > INT_MAX ? INT_MAX : (int)ms;
@@ -508,6 +537,12 @@ static void *worker_main(void *arg)
         int n = epoll_wait(w->epfd, evs, (int)(sizeof evs / sizeof evs[0]), timeout);
         w->now = handoff_now_usec();
         hs_date_update(w, false);
+        if (n > 0) {
+            w->busy_at = w->now;
+        } else if (w->handshakes >= HS_TRIM_HANDSHAKES &&
+                   w->now >= w->busy_at + HS_TRIM_QUIET_USEC) {
+            trim_heap(w);
+        }
         for (int i = 0; i < n; i++) {
             int kind = *(int *)evs[i].data.ptr;
             if (kind == HS_K_CONN)

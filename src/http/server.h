@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #define HS_MAX_HEADERS 100
@@ -38,6 +39,10 @@
  * build). */
 #define HS_BUDGET 32
 #define HS_SLICE_USEC 250
+/* After this many TLS handshakes, a worker quiet for this long trims the
+ * heap (see trim_heap() in server.c). */
+#define HS_TRIM_HANDSHAKES 64
+#define HS_TRIM_QUIET_USEC (200 * HANDOFF_USEC_PER_MSEC)
 /* Connections accepted per listener event (fairness between workers). */
 #define HS_ACCEPT_BATCH 16
 /* After a final response, how long to read and discard what the client
@@ -107,19 +112,6 @@ enum hs_cstate {
 struct hs_conn;
 struct hs_worker;
 
-/* What a connection needs only while it has a request in progress: the
- * header array, and (while it sits in a worker's pool or in an idle
- * connection's stead) the read buffer and the output buffers, so that an
- * idle keep-alive connection holds none of them. Taken when input is to
- * be read, given back when the connection is idle: no unconsumed input,
- * no request in progress, no output pending (see conn.c). */
-struct hs_blk {
-    struct hs_blk *next; /* in the worker's pool */
-    char *rbuf;          /* NULL or HS_RBUF_INIT bytes */
-    hs_buf out, hdrs, body; /* empty; kept for their capacity */
-    hh_header hh[HS_MAX_HEADERS];
-};
-
 struct handoff_http_response {
     struct hs_conn *c;
     /* Written by the application side (the response's owner). When the
@@ -134,47 +126,21 @@ struct handoff_http_response {
     hs_buf a_body;       /* buffered body, or stream data not yet taken */
 };
 
-struct hs_timer {
-    uint64_t at;
-    uint64_t seq;
-    struct hs_conn *c;
-    handoff_http_defer_fn fn;
-    void *arg;
-};
-
-struct hs_conn {
-    int kind; /* HS_K_CONN */
-    int state;
-    int fd;
-    struct hs_worker *w;
-    struct hs_listener *l;
-    SSL *ssl;
-
-    /* Worker-only flags. */
-    bool read_more;     /* the socket may hold unread input */
-    bool eof;           /* the client shut its write side */
-    bool tls_want_write;/* an SSL_read/handshake needs the socket writable */
-    bool close_after;   /* close once the current response is out */
-    bool in_handler;    /* the handler is running */
-    bool async;         /* the handler returned before ending */
-    bool hdrs_out;      /* the response head has been composed */
-    bool chunked;       /* streamed with chunked framing */
-    bool is_head;       /* the request is HEAD */
-    bool moved;         /* rbuf moved since the head was parsed */
-    bool sent_continue; /* 100 Continue sent for this request */
-    bool in_ready;
-    bool owner_ended;   /* ended on the worker thread (no lock needed) */
-    bool ever_async;    /* the response may have been queued */
-    bool counted;       /* counts in handoff_conn_begin/srv->nconn */
-    atomic_bool gone;   /* the socket is closed (read by any thread) */
-
-    /* The per-request block: NULL while idle, when rbuf is NULL and
-     * out, res.a_hdrs and res.a_body hold no memory either. */
-    struct hs_blk *blk;
-    /* Input: unconsumed bytes are rbuf[rstart, rlen). */
+/* What a connection needs only while it has a request in progress: the
+ * input buffer, the request being read or answered (the parser's state,
+ * the header array, the request and response handed to the application)
+ * and the output buffer, so that an idle keep-alive connection holds none
+ * of it. Taken when input is to be read, given back when the connection
+ * is idle: no unconsumed input, no request in progress, no output pending
+ * (see conn.c). Blocks given back are kept in a per-worker pool with their
+ * buffers (up to HS_BLK_POOL blocks), so that steady load allocates
+ * nothing. */
+struct hs_blk {
+    struct hs_blk *next; /* in the worker's pool */
+    /* Input: unconsumed bytes are rbuf[rstart, rlen). rbuf is NULL or
+     * HS_RBUF_INIT bytes while the block is in the pool. */
     char *rbuf;
     size_t rcap, rstart, rlen;
-
     /* The request being read or answered; offsets from rstart. */
     hh_request hreq;
     size_t head_len;
@@ -182,21 +148,70 @@ struct hs_conn {
     size_t raw_off;     /* chunked: start of undecoded input */
     size_t req_len;     /* whole request (head + raw body) */
     hh_chunked dec;
-    unsigned nreq;
     handoff_http_request req;
     handoff_http_response res;
-
     /* Output: pending bytes are out.p[woff, out.len). */
     hs_buf out;
     size_t woff;
-
+    /* Per-request flags (worker-only). */
+    bool in_handler;    /* the handler is running */
+    bool async;         /* the handler returned before ending */
+    bool owner_ended;   /* ended on the worker thread (no lock needed) */
+    bool hdrs_out;      /* the response head has been composed */
+    bool chunked;       /* streamed with chunked framing */
+    bool is_head;       /* the request is HEAD */
+    bool moved;         /* rbuf moved since the head was parsed */
+    bool sent_continue; /* 100 Continue sent for this request */
+    /* The peer's address when it does not fit in the connection (a
+     * bound unix socket): read again with getpeername() per request. */
     struct sockaddr_storage peer;
-    socklen_t peer_len;
+    hh_header hh[HS_MAX_HEADERS];
+};
 
-    /* Timeout list membership. */
-    int tclass;
-    uint64_t tsince;
+
+struct hs_timer {
+    uint64_t at;
+    uint64_t seq;
+    handoff_http_response *res;
+    handoff_http_defer_fn fn;
+    void *arg;
+};
+
+/* The peer's address as kept by an idle connection: IPv4 and IPv6 fit;
+ * anything larger (a bound unix socket) is read per request instead. */
+typedef union hs_peer {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+} hs_peer;
+
+/* One connection. This is all an idle keep-alive connection holds (about
+ * 150 bytes): everything needed only while a request is in progress lives
+ * in the per-request block (blk). */
+struct hs_conn {
+    int kind; /* HS_K_CONN */
+    int fd;
+    uint8_t state;      /* enum hs_cstate */
+    uint8_t tclass;     /* enum hs_tclass: timeout list membership */
+    uint8_t peer_len;   /* bytes of peer; 0 when it did not fit */
+    bool queued;        /* in the cross-thread queue (under w->mu) */
+    atomic_bool gone;   /* the socket is closed (read by any thread) */
+    /* Worker-only flags. */
+    bool read_more : 1;      /* the socket may hold unread input */
+    bool eof : 1;            /* the client shut its write side */
+    bool tls_want_write : 1; /* an SSL_read/handshake needs the socket writable */
+    bool close_after : 1;    /* close once the current response is out */
+    bool in_ready : 1;       /* in the worker's ready list */
+    bool ever_async : 1;     /* the response may have been queued */
+    bool counted : 1;        /* counts in handoff_conn_begin/srv->nconn */
+    unsigned nreq;      /* requests dispatched */
     unsigned tnreq;     /* nreq when the timer was last set */
+    struct hs_worker *w;
+    SSL *ssl;
+    /* The per-request block: NULL while idle. */
+    struct hs_blk *blk;
+    uint64_t tsince;    /* when it entered its timeout list */
+    /* Timeout list (also the graveyard's link once closed). */
     struct hs_conn *tprev, *tnext;
     /* All connections of the worker. */
     struct hs_conn *prev, *next;
@@ -204,9 +219,7 @@ struct hs_conn {
     struct hs_conn *rprev, *rnext;
     /* Cross-thread queue (under w->mu). */
     struct hs_conn *qnext;
-    bool queued;
-    /* Graveyard. */
-    struct hs_conn *gnext;
+    hs_peer peer;
 };
 
 struct hs_tlist {
@@ -229,6 +242,8 @@ struct hs_worker {
     bool inited;          /* mu initialised */
     bool finishing;       /* stopped: no new deferred callbacks */
     uint64_t accept_paused_until; /* listeners unwatched (EMFILE) until */
+    uint64_t busy_at;     /* the last wake-up with events */
+    unsigned handshakes;  /* TLS handshakes since the heap was trimmed */
 
     struct hs_conn *conns;
     struct hs_tlist tl[HS_T_COUNT];
@@ -289,8 +304,9 @@ extern _Thread_local struct hs_worker *hs_current;
 void hs_ready_push(struct hs_conn *c);
 void hs_wake(struct hs_worker *w);
 void hs_tset(struct hs_conn *c, int tclass, bool refresh);
-int hs_timer_add(struct hs_worker *w, struct hs_conn *c, uint64_t at,
+int hs_timer_add(struct hs_worker *w, handoff_http_response *res, uint64_t at,
                  handoff_http_defer_fn fn, void *arg);
+void hs_graveyard_add(struct hs_conn *c);
 void hs_count_begin(handoff_http_server *srv);
 void hs_count_end(handoff_http_server *srv);
 void hs_date_update(struct hs_worker *w, bool force);
@@ -316,7 +332,7 @@ void hs_res_health(struct hs_conn *c);
 /* tls.c */
 int hs_tls_ctx_new(const char *cert_file, const char *key_file,
                    SSL_CTX **out, char *errbuf, size_t errlen);
-int hs_tls_conn_new(struct hs_conn *c);
+int hs_tls_conn_new(struct hs_conn *c, SSL_CTX *ctx);
 int hs_tls_handshake(struct hs_conn *c);
 long hs_tls_read(struct hs_conn *c, char *buf, size_t len);
 long hs_tls_write(struct hs_conn *c, const char *buf, size_t len);

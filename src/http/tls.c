@@ -65,7 +65,7 @@ int hs_tls_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out,
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
                                  SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
     static const unsigned char sid[] = "handoff-http";
     (void)SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1)
@@ -81,9 +81,9 @@ int hs_tls_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out,
     return 0;
 }
 
-int hs_tls_conn_new(struct hs_conn *c)
+int hs_tls_conn_new(struct hs_conn *c, SSL_CTX *ctx)
 {
-    c->ssl = SSL_new(c->l->ctx);
+    c->ssl = SSL_new(ctx);
     if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
         ERR_clear_error();
         return -ENOMEM;

@@ -217,6 +217,14 @@ HANDOFF_EXPORT int handoff_addr_parse(const char *spec, handoff_addr *out,
 HANDOFF_EXPORT int handoff_addr_format(const handoff_addr *addr, char *buf,
                                        size_t len);
 
+/* The local address of an open socket (getsockname() and SO_TYPE), for
+ * example an inherited listener, as a handoff_addr that
+ * handoff_addr_format() can print. Returns 0, -EBADF, -ENOTSOCK,
+ * -EPROTOTYPE (a socket type handoff does not speak, such as a unix
+ * datagram socket; *out still holds the address), -EAFNOSUPPORT, or
+ * -EINVAL for a NULL out. Thread-safe: yes. */
+HANDOFF_EXPORT int handoff_addr_from_fd(int fd, handoff_addr *out);
+
 /* Flags for handoff_listen_options.flags. */
 enum handoff_listen_flags {
     /* Leave a newly bound socket in blocking mode (default: O_NONBLOCK).

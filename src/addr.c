@@ -2,7 +2,7 @@
  * addr.c - the address-spec parser and formatter. Pure functions: no
  * system call, no allocation, so they are easy to fuzz (fuzz/fuzz-addr.c).
  */
-#include "internal.h"
+#include "handoff.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -8,7 +8,10 @@
  * the handshake socket, and HANDOFF_GENERATION. Everything is removed from
  * the environment once read, so processes we spawn never see it.
  */
-#include "internal.h"
+#include "inherit.h"
+#include "listeners.h"
+#include "log.h"
+#include "shared/protocol.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -200,15 +203,6 @@ static int inh_add(handoff_t *h, int fd, const char *name)
     return 0;
 }
 
-/* Every variable of the protocol: consumed here at start-up, and never
- * copied from our environment into a successor's (spawn.c). */
-const char *const handoff__protocol_vars[] = {
-    HF_ENV_LISTEN_FDS, HF_ENV_LISTEN_PID, HF_ENV_LISTEN_FDNAMES, HF_ENV_LISTEN_PIDFDID,
-    HF_ENV_READY_FD, HF_ENV_GENERATION, HF_ENV_PARENT_PID, HF_ENV_NOTIFY_SOCKET,
-    HF_ENV_STARTER_PORT,
-    NULL,
-};
-
 int handoff__inherit(handoff_t *h)
 {
     struct hf_listen_env e;
@@ -311,9 +305,12 @@ int handoff__inherit(handoff_t *h)
         if (!h->notify_socket)
             return -ENOMEM;
     }
+    /* The variables consumed here (shared/protocol.c); the others of the
+     * table are only kept out of the children's environments. */
     if (!(h->flags & HANDOFF_KEEP_ENV))
-        for (size_t i = 0; handoff__protocol_vars[i]; i++)
-            (void)unsetenv(handoff__protocol_vars[i]);
+        for (const struct handoff__protocol_var *pv = handoff__protocol_vars; pv->name; pv++)
+            if (pv->flags & HF_VAR_CONSUMED)
+                (void)unsetenv(pv->name);
     return 0;
 }
 

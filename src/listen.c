@@ -3,7 +3,9 @@
  * (or systemd) passed, bind what is new, and keep the registry of fds that
  * the next generation will inherit.
  */
-#include "internal.h"
+#include "listeners.h"
+#include "log.h"
+#include "shared/sockaddr.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,84 +16,6 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-int handoff__sockaddr_to_addr(const void *sa, uint32_t salen, int socktype,
-                              handoff_addr *out)
-{
-    const struct sockaddr *s = sa;
-
-    memset(out, 0, sizeof *out);
-    if (salen > sizeof out->sa.raw || salen < sizeof(sa_family_t))
-        return -EINVAL;
-    memcpy(out->sa.raw, sa, salen);
-    out->len = salen;
-    out->family = s->sa_family;
-    out->socktype = socktype;
-    switch (s->sa_family) {
-    case AF_INET:
-    case AF_INET6:
-        if (socktype == SOCK_STREAM)
-            out->kind = HANDOFF_ADDR_TCP;
-        else if (socktype == SOCK_DGRAM)
-            out->kind = HANDOFF_ADDR_UDP;
-        else
-            return -EPROTOTYPE;
-        return 0;
-    case AF_UNIX:
-        out->kind = HANDOFF_ADDR_UNIX;
-        return socktype == SOCK_STREAM ? 0 : -EPROTOTYPE;
-    default:
-        return -EAFNOSUPPORT;
-    }
-}
-
-bool handoff__addr_equal(const handoff_addr *a, const handoff_addr *b,
-                         bool any_port)
-{
-    if (a->family != b->family || a->socktype != b->socktype)
-        return false;
-    switch (a->family) {
-    case AF_INET: {
-        const struct sockaddr_in *x = (const void *)a->sa.raw, *y = (const void *)b->sa.raw;
-        return x->sin_addr.s_addr == y->sin_addr.s_addr &&
-               (any_port || x->sin_port == y->sin_port);
-    }
-    case AF_INET6: {
-        const struct sockaddr_in6 *x = (const void *)a->sa.raw, *y = (const void *)b->sa.raw;
-        return memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0 &&
-               (any_port || x->sin6_port == y->sin6_port);
-    }
-    case AF_UNIX: {
-        /* Compare the path bytes; the kernel may report a filesystem path
-         * with or without its trailing NUL. */
-        const struct sockaddr_un *x = (const void *)a->sa.raw, *y = (const void *)b->sa.raw;
-        size_t off = offsetof(struct sockaddr_un, sun_path);
-        size_t lx = a->len > off ? a->len - off : 0, ly = b->len > off ? b->len - off : 0;
-        if (lx > 0 && x->sun_path[0] != '\0')
-            lx = strnlen(x->sun_path, lx);
-        if (ly > 0 && y->sun_path[0] != '\0')
-            ly = strnlen(y->sun_path, ly);
-        return lx == ly && lx > 0 && memcmp(x->sun_path, y->sun_path, lx) == 0;
-    }
-    default:
-        return false;
-    }
-}
-
-/* Address of an open socket, or -errno if fd is not a usable socket. */
-static int fd_addr(int fd, handoff_addr *out)
-{
-    struct sockaddr_storage ss = {0};
-    socklen_t len = sizeof ss;
-    int type;
-    socklen_t tlen = sizeof type;
-
-    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0)
-        return -errno;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
-        return -errno;
-    return handoff__sockaddr_to_addr(&ss, len, type, out);
-}
 
 bool handoff__valid_name(const char *name)
 {
@@ -130,44 +54,25 @@ static struct hf_reg *reg_add(handoff_t *h, const char *name, int fd)
     return r;
 }
 
+/* The filesystem path of a unix address (malloc'd), or NULL if it has
+ * none (abstract) or memory ran out. */
 static char *unix_path_of(const handoff_addr *a)
 {
-    const struct sockaddr_un *sun = (const void *)a->sa.raw;
-    size_t off = offsetof(struct sockaddr_un, sun_path);
+    char buf[sizeof ((struct sockaddr_un *)0)->sun_path + 1];
 
-    if (a->family != AF_UNIX || a->len <= off || sun->sun_path[0] == '\0')
+    if (handoff__unix_path(a, buf, sizeof buf) <= 0)
         return NULL;
-    return strndup(sun->sun_path, a->len - off);
+    return strdup(buf);
 }
 
-/* A filesystem unix socket that nobody accepts on is stale (its server
- * died); one that accepts belongs to a live server and must not be taken. */
+/* A stale filesystem unix socket (its server died) is replaced. */
 static int unix_unlink_stale(const handoff_addr *a)
 {
-    struct stat st;
-    char *path = unix_path_of(a);
-    int fd, r;
+    char buf[sizeof ((struct sockaddr_un *)0)->sun_path + 1];
 
-    if (!path)
+    if (handoff__unix_path(a, buf, sizeof buf) <= 0)
         return -EADDRINUSE;
-    if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-        free(path);
-        return -EADDRINUSE;
-    }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        r = -errno;
-        free(path);
-        return r;
-    }
-    r = connect(fd, (const struct sockaddr *)a->sa.raw, a->len);
-    if (r < 0 && errno == ECONNREFUSED)
-        r = unlink(path) < 0 ? -errno : 0;
-    else
-        r = -EADDRINUSE;
-    (void)close(fd);
-    free(path);
-    return r;
+    return handoff__unix_unlink_stale(buf);
 }
 
 static int bind_new(handoff_t *h, const char *name, const char *spec,
@@ -248,7 +153,7 @@ static struct hf_inh *inh_match(handoff_t *h, const char *name,
         struct hf_inh *e = &h->inh[i];
         if (e->claimed || strcmp(e->name, name) != 0)
             continue;
-        if (fd_addr(e->fd, &got) == 0 && handoff__addr_equal(&got, want, port0))
+        if (handoff__fd_addr(e->fd, &got) == 0 && handoff__addr_equal(&got, want, port0))
             return e;
         handoff__log(h, HANDOFF_LOG_NOTICE,
                      "inherited fd %d named \"%s\" has another address; binding anew",
@@ -260,7 +165,7 @@ static struct hf_inh *inh_match(handoff_t *h, const char *name,
         struct hf_inh *e = &h->inh[i];
         if (e->claimed)
             continue;
-        if (fd_addr(e->fd, &got) == 0 && handoff__addr_equal(&got, want, false))
+        if (handoff__fd_addr(e->fd, &got) == 0 && handoff__addr_equal(&got, want, false))
             return e;
     }
     return NULL;
@@ -452,4 +357,15 @@ void handoff__regs_free(handoff_t *h, bool unlink_paths)
     free(h->regs);
     h->regs = NULL;
     h->nregs = 0;
+}
+
+int handoff_addr_from_fd(int fd, handoff_addr *out)
+{
+    if (!out)
+        return -EINVAL;
+    if (fd < 0) {
+        memset(out, 0, sizeof *out);
+        return -EBADF;
+    }
+    return handoff__fd_addr(fd, out);
 }

@@ -3,7 +3,8 @@
  * Library code never writes to stderr on its own except through the
  * default logger, which the application can replace or silence.
  */
-#include "internal.h"
+#include "log.h"
+#include "handle.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -1,50 +1,29 @@
 /*
- * notify.c - sd_notify without libsystemd (the protocol is stable and
- * documented in sd_notify(3): one datagram of newline-separated KEY=VALUE
- * lines to the AF_UNIX socket named by $NOTIFY_SOCKET; '@' means the
- * abstract namespace).
+ * notify.c - sd_notify for the handle: the messages of docs/protocol.md
+ * section 7, sent through the shared sender (shared/notify.c).
  */
-#include "internal.h"
+#include "manager.h"
+#include "log.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
-static int notify_send(const char *path, const char *msg, size_t len)
+void handoff__notify_init(handoff_t *h)
 {
-    struct sockaddr_un sun;
-    size_t plen = strlen(path);
-    socklen_t salen;
-    ssize_t n;
-    int fd, r = 0;
+    int r;
 
-    if (plen == 0 || plen >= sizeof sun.sun_path || (path[0] != '/' && path[0] != '@'))
-        return -EAFNOSUPPORT;
-    memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, path, plen);
-    if (path[0] == '@')
-        sun.sun_path[0] = '\0';
-    salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen +
-                        (path[0] == '@' ? 0 : 1));
-    /* Never block: a receiver that stopped reading (a wedged manager, a
-     * test double) must not freeze the server. A full queue drops the
-     * message with -EAGAIN, reported as a warning. */
-    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    /* The kernel attaches our credentials for receivers with SO_PASSCRED,
-     * which is how systemd attributes the message to this pid. */
-    n = sendto(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sun, salen);
-    if (n < 0)
-        r = -errno;
-    else if ((size_t)n != len)
-        r = -EMSGSIZE;
-    (void)close(fd);
-    return r;
+    if (!h->notify_socket || (h->flags & HANDOFF_NO_NOTIFY))
+        return;
+    r = handoff__notifier_open(&h->notifier, h->notify_socket);
+    if (r < 0)
+        handoff__log(h, HANDOFF_LOG_WARNING, "NOTIFY_SOCKET=%s: %s", h->notify_socket,
+                     strerror(-r));
+}
+
+void handoff__notify_done(handoff_t *h)
+{
+    handoff__notifier_close(&h->notifier);
 }
 
 int handoff__notify(handoff_t *h, const char *fmt, ...)
@@ -61,10 +40,21 @@ int handoff__notify(handoff_t *h, const char *fmt, ...)
     if (n < 0 || (size_t)n >= sizeof msg)
         return handoff__fail(h, -EMSGSIZE, "sd_notify: message longer than %zu bytes",
                              sizeof msg - 1);
-    r = notify_send(h->notify_socket, msg, strlen(msg));
+    if (h->notifier.fd >= 0) {
+        r = handoff__notifier_send(&h->notifier, msg, (size_t)n);
+    } else {
+        /* The socket could not be made at start-up (at the fd limit, say):
+         * one for this message. A local one, so that this stays
+         * thread-safe. */
+        struct handoff__notifier once = HANDOFF__NOTIFIER_INIT;
+        r = handoff__notifier_open(&once, h->notify_socket);
+        if (r == 0)
+            r = handoff__notifier_send(&once, msg, (size_t)n);
+        handoff__notifier_close(&once);
+    }
     if (r < 0) {
-        handoff__log(h, HANDOFF_LOG_WARNING, "sd_notify to %s failed: %s",
-                     h->notify_socket, strerror(-r));
+        handoff__log(h, HANDOFF_LOG_WARNING, "sd_notify to %s failed: %s", h->notify_socket,
+                     strerror(-r));
         return r;
     }
     return 1;

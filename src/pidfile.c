@@ -3,7 +3,8 @@
  * It is replaced atomically (temp file in the same directory + rename), so a
  * reader never sees a partial or empty file.
  */
-#include "internal.h"
+#include "manager.h"
+#include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -63,8 +64,7 @@ void handoff__pidfile_update(handoff_t *h, pid_t pid)
         return;
     r = handoff_pidfile_write(h->pid_file, pid);
     if (r < 0)
-        handoff__log(h, HANDOFF_LOG_WARNING,
-                     "cannot write pid file %s: %s (serving anyway)",
+        handoff__log(h, HANDOFF_LOG_WARNING, "cannot write pid file %s: %s (serving anyway)",
                      h->pid_file, strerror(-r));
 }
 

@@ -360,7 +360,7 @@ def case_upgrade_failures():
         make_script(p, body)
         bad[name] = p
     expect = {"missing": "No such file", "not-executable": "Permission denied",
-              "exit-1": "exited with status 1", "segv": "killed by signal 11",
+              "exit-1": "exited with status 1", "segv": "was killed by SIGSEGV",
               "hang": "did not become ready"}
     for name, target in bad.items():
         swap_link(link, target)

@@ -121,8 +121,14 @@ static void c_listen(void)
     CHECK(handoff_listen(h, "bad name", "127.0.0.1:0", NULL) == -EINVAL);
     CHECK(handoff_listen(h, NULL, "nonsense", NULL) == -EINVAL);
     CHECK(strstr(handoff_errmsg(h), "bad address") != NULL);
-    char spec[64];
+    char spec[64], got[64];
     snprintf(spec, sizeof spec, "127.0.0.1:%u", port_of(fd));
+    handoff_addr a;
+    CHECK(handoff_addr_from_fd(fd, &a) == 0);
+    CHECK(handoff_addr_format(&a, got, sizeof got) > 0 && strcmp(got, spec) == 0);
+    CHECK(handoff_addr_from_fd(-1, &a) == -EBADF);
+    CHECK(handoff_addr_from_fd(fd, NULL) == -EINVAL);
+    CHECK(handoff_addr_from_fd(0 + open("/dev/null", O_RDONLY | O_CLOEXEC), &a) == -ENOTSOCK);
     CHECK(handoff_listen(h, "again", spec, NULL) == -EADDRINUSE);
     CHECK(strstr(handoff_errmsg(h), "Address already in use") != NULL);
     handoff_listen_options lo = HANDOFF_LISTEN_OPTIONS_INIT;

@@ -4,8 +4,6 @@
 #include <handoff.h>
 #include <fcntl.h>
 #include <stdio.h>
-#include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 int main(int argc, char **argv)
@@ -30,15 +28,8 @@ int main(int argc, char **argv)
         return 1;
     }
     /* The bound address, formatted as a spec handoff_listen() accepts. */
-    memset(&a, 0, sizeof a);
-    a.kind = HANDOFF_ADDR_TCP;
-    a.socktype = SOCK_STREAM;
-    a.len = sizeof a.sa.raw;
-    if (getsockname(fd, (struct sockaddr *)(void *)a.sa.raw, &a.len) == 0) {
-        a.family = ((struct sockaddr *)(void *)a.sa.raw)->sa_family;
-        if (handoff_addr_format(&a, buf, sizeof buf) > 0)
-            printf("\"web\" is fd %d on %s\n", fd, buf);
-    }
+    if (handoff_addr_from_fd(fd, &a) == 0 && handoff_addr_format(&a, buf, sizeof buf) > 0)
+        printf("\"web\" is fd %d on %s\n", fd, buf);
 
     /* Any other fd can travel too: take it from the previous generation,
      * or open it the first time, then register it for the next one. */

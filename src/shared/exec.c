@@ -1,0 +1,313 @@
+/*
+ * shared/exec.c - the exec plan (see exec.h). The child side, from fork()
+ * to execve(), is child_exec(): async-signal-safe calls only.
+ */
+#include "shared/exec.h"
+#include "shared/protocol.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+#define HF_NSIG 65 /* signals 1..64 */
+
+void handoff__exec_init(struct handoff__exec *p, char *const *argv)
+{
+    memset(p, 0, sizeof *p);
+    p->argv = argv;
+    (void)pthread_sigmask(SIG_BLOCK, NULL, &p->mask);
+    sigemptyset(&p->ignored);
+}
+
+void handoff__exec_free(struct handoff__exec *p)
+{
+    if (p->envp) {
+        for (size_t i = 0; i < p->nenv; i++)
+            free(p->envp[i]);
+        free(p->envp);
+    }
+    free(p->exe);
+    free(p->fds);
+    p->envp = NULL;
+    p->exe = NULL;
+    p->fds = NULL;
+    p->nenv = p->envcap = p->nfds = p->fdcap = 0;
+    p->pid_slot = NULL;
+}
+
+static bool executable_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) && access(path, X_OK) == 0;
+}
+
+int handoff__exec_resolve(struct handoff__exec *p, const char *cwd)
+{
+    const char *a0 = p->argv[0], *path;
+    char *buf;
+
+    free(p->exe);
+    p->exe = NULL;
+    if (strchr(a0, '/')) {
+        if (a0[0] == '/' || !cwd)
+            p->exe = strdup(a0);
+        else if (asprintf(&p->exe, "%s/%s", cwd, a0) < 0)
+            p->exe = NULL;
+        return p->exe ? 0 : -ENOMEM;
+    }
+    path = getenv("PATH");
+    if (!path || !*path)
+        path = "/usr/local/bin:/usr/bin:/bin";
+    while (*path) {
+        const char *end = strchr(path, ':');
+        size_t len = end ? (size_t)(end - path) : strlen(path);
+        int n;
+        if (len > 0)
+            n = asprintf(&buf, "%.*s/%s", (int)len, path, a0);
+        else
+            n = asprintf(&buf, "%s/%s", cwd ? cwd : ".", a0);
+        if (n < 0)
+            return -ENOMEM;
+        if (executable_file(buf)) {
+            p->exe = buf;
+            return 0;
+        }
+        free(buf);
+        path = end ? end + 1 : path + len;
+    }
+    return -ENOENT;
+}
+
+/* Takes ownership of kv (NULL: -ENOMEM). */
+static int env_push(struct handoff__exec *p, char *kv)
+{
+    if (!kv)
+        return -ENOMEM;
+    if (p->nenv + 1 >= p->envcap) {
+        size_t cap = p->envcap ? p->envcap * 2 : 16;
+        char **n = realloc(p->envp, cap * sizeof *n);
+        if (!n) {
+            free(kv);
+            return -ENOMEM;
+        }
+        p->envp = n;
+        p->envcap = cap;
+    }
+    p->envp[p->nenv++] = kv;
+    p->envp[p->nenv] = NULL;
+    return 0;
+}
+
+int handoff__exec_env_inherit(struct handoff__exec *p, char *const *env)
+{
+    size_t n = 0;
+
+    for (char *const *e = env; e && *e; e++)
+        n++;
+    /* Room for the inherited entries and what callers usually add. */
+    if (p->nenv + n + 9 > p->envcap) {
+        char **grown = realloc(p->envp, (p->nenv + n + 9) * sizeof *grown);
+        if (!grown)
+            return -ENOMEM;
+        p->envp = grown;
+        p->envcap = p->nenv + n + 9;
+    }
+    for (char *const *e = env; e && *e; e++)
+        if (!handoff__env_is_protocol(*e) && env_push(p, strdup(*e)) < 0)
+            return -ENOMEM;
+    return 0;
+}
+
+int handoff__exec_env_add(struct handoff__exec *p, const char *fmt, ...)
+{
+    va_list ap;
+    char *kv;
+    int r;
+
+    va_start(ap, fmt);
+    r = vasprintf(&kv, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized): va_start above */
+    va_end(ap);
+    return env_push(p, r < 0 ? NULL : kv);
+}
+
+int handoff__exec_env_listen(struct handoff__exec *p, char *const *names, size_t n)
+{
+    size_t len = sizeof HF_ENV_LISTEN_FDNAMES + 1;
+    char *kv, *q;
+    int r;
+
+    if ((r = handoff__exec_env_add(p, "%s=%zu", HF_ENV_LISTEN_FDS, n)) < 0)
+        return r;
+    if (n > 0) {
+        for (size_t i = 0; i < n; i++)
+            len += strlen(names[i]) + 1;
+        kv = malloc(len);
+        if (!kv)
+            return -ENOMEM;
+        q = kv + sprintf(kv, "%s=", HF_ENV_LISTEN_FDNAMES);
+        for (size_t i = 0; i < n; i++) {
+            size_t l = strlen(names[i]);
+            if (i)
+                *q++ = ':';
+            memcpy(q, names[i], l);
+            q += l;
+        }
+        *q = '\0';
+        if ((r = env_push(p, kv)) < 0)
+            return r;
+    }
+    /* Room for any pid; the child writes its own. */
+    if ((r = handoff__exec_env_add(p, "%s=%s", HF_ENV_LISTEN_PID, "00000000000000000000")) < 0)
+        return r;
+    p->pid_slot = p->envp[p->nenv - 1] + sizeof HF_ENV_LISTEN_PID;
+    return 0;
+}
+
+int handoff__exec_fd(struct handoff__exec *p, int fd)
+{
+    if (p->nfds == p->fdcap) {
+        size_t cap = p->fdcap ? p->fdcap * 2 : 8;
+        int *n = realloc(p->fds, cap * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        p->fds = n;
+        p->fdcap = cap;
+    }
+    p->fds[p->nfds++] = fd;
+    return 0;
+}
+
+void handoff__put_pid(char *dst, long v)
+{
+    char tmp[24];
+    int i = 0;
+
+    do {
+        tmp[i++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && i < 20);
+    while (i > 0)
+        *dst++ = tmp[--i];
+    *dst = '\0';
+}
+
+int handoff__cloexec_from(int from)
+{
+    if (syscall(SYS_close_range, (unsigned)from, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+        return 0;
+    return -errno;
+}
+
+/* The child between fork and exec. Async-signal-safe calls only. */
+__attribute__((noreturn)) static void child_exec(struct handoff__exec *p, int errfd)
+{
+    int top = 3 + (int)p->nfds;
+    int err;
+
+    if (p->flags & HANDOFF__EXEC_SETPGID)
+        (void)setpgid(0, 0);
+    if (p->flags & HANDOFF__EXEC_PDEATHSIG) {
+        (void)prctl(PR_SET_PDEATHSIG, p->pdeathsig);
+        if (getppid() != p->parent)
+            _exit(127);
+    }
+    /* Every signal is still blocked here, so nothing runs in between;
+     * handlers would not survive exec anyway. */
+    if (p->flags & HANDOFF__EXEC_RESET_SIGNALS) {
+        for (int s = 1; s < HF_NSIG; s++) {
+            struct sigaction sa;
+            if (s == SIGKILL || s == SIGSTOP)
+                continue;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = sigismember(&p->ignored, s) == 1 ? SIG_IGN : SIG_DFL;
+            (void)sigaction(s, &sa, NULL);
+        }
+    }
+    /* Move every source above the target range first, so that the dup2()s
+     * below cannot overwrite a source that has not been copied yet. */
+    errfd = fcntl(errfd, F_DUPFD_CLOEXEC, top);
+    if (errfd < 0)
+        _exit(127);
+    for (size_t i = 0; i < p->nfds; i++) {
+        p->fds[i] = fcntl(p->fds[i], F_DUPFD_CLOEXEC, top);
+        if (p->fds[i] < 0)
+            goto fail;
+    }
+    /* dup2() gives copies without FD_CLOEXEC: exactly the fds handed on. */
+    for (size_t i = 0; i < p->nfds; i++)
+        if (dup2(p->fds[i], 3 + (int)i) < 0)
+            goto fail;
+    /* Anything else the process left without O_CLOEXEC must not leak into
+     * the program (harmless if unsupported: see handoff__cloexec_from). */
+    (void)handoff__cloexec_from(top);
+    if (p->pid_slot)
+        handoff__put_pid(p->pid_slot, (long)getpid());
+    if (p->cwd && chdir(p->cwd) < 0)
+        goto fail;
+    (void)sigprocmask(SIG_SETMASK, &p->mask, NULL);
+    execve(p->exe, p->argv, p->envp);
+fail:
+    err = errno;
+    (void)!write(errfd, &err, sizeof err);
+    _exit(127);
+}
+
+pid_t handoff__exec_start(struct handoff__exec *p)
+{
+    int ep[2], err = 0;
+    sigset_t all, old;
+    ssize_t n;
+    pid_t pid;
+
+    if (!p->exe || !p->argv)
+        return -EINVAL;
+    if (!p->envp) {
+        /* An empty environment still needs its terminator. */
+        p->envp = calloc(1, sizeof *p->envp);
+        if (!p->envp)
+            return -ENOMEM;
+        p->envcap = 1;
+    }
+    if (pipe2(ep, O_CLOEXEC) < 0)
+        return -errno;
+    p->parent = getpid();
+    /* Block everything across fork so that no application handler runs in
+     * the child before its dispositions and mask are set. */
+    sigfillset(&all);
+    (void)pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = fork();
+    if (pid == 0)
+        child_exec(p, ep[1]);
+    err = errno;
+    (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+    (void)close(ep[1]);
+    if (pid < 0) {
+        (void)close(ep[0]);
+        return -err;
+    }
+    /* EOF means execve() succeeded (the pipe is close-on-exec); four bytes
+     * are the errno of the failed step. */
+    do {
+        n = read(ep[0], &err, sizeof err);
+    } while (n < 0 && errno == EINTR);
+    (void)close(ep[0]);
+    if (n == (ssize_t)sizeof err) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        return -(err > 0 ? err : EIO);
+    }
+    return pid;
+}

@@ -1,0 +1,42 @@
+/*
+ * shared/sockaddr.h - socket addresses as handoff_addr values, and the
+ * stale unix socket probe.
+ */
+#ifndef HANDOFF_SHARED_SOCKADDR_H
+#define HANDOFF_SHARED_SOCKADDR_H
+
+#include "handoff.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Fills *out from a struct sockaddr of salen bytes and a SO_TYPE. Returns
+ * 0, -EINVAL (bad length), -EPROTOTYPE (a type handoff does not speak for
+ * that family: unix datagram, raw, ...) or -EAFNOSUPPORT. *out is filled
+ * as far as it could be even on failure. */
+int handoff__sockaddr_to_addr(const void *sa, uint32_t salen, int socktype, handoff_addr *out);
+
+/* The local address of socket fd (getsockname() and SO_TYPE); as
+ * handoff__sockaddr_to_addr(), or -ENOTSOCK, -EBADF, ... */
+int handoff__fd_addr(int fd, handoff_addr *out);
+
+/* Same family, type and address; any_port ignores the port. For unix
+ * sockets the path bytes are compared (the kernel reports a filesystem
+ * path with or without its trailing NUL). */
+bool handoff__addr_equal(const handoff_addr *a, const handoff_addr *b, bool any_port);
+
+/* Copies the filesystem path of a unix address into buf (NUL-terminated).
+ * Returns its length, 0 if a is not a filesystem unix address (abstract,
+ * unnamed, or another family), or -ENAMETOOLONG if buf is too small. */
+int handoff__unix_path(const handoff_addr *a, char *buf, size_t len);
+
+/* A filesystem unix socket that nobody accepts on is stale (its server
+ * died); one that accepts belongs to a live server and must not be taken.
+ * Removes path if it is a socket file on which connect() is refused.
+ * The probe never blocks (a live server with a full backlog counts as
+ * live). Returns 0 if it was removed, -EADDRINUSE if it is live, not a
+ * socket or gone, or another -errno. */
+int handoff__unix_unlink_stale(const char *path);
+
+#endif

@@ -281,7 +281,10 @@ def echo_once(port, data=b"x"):
 
 def case_restart_100():
     port = free_port()
-    srv = Server(["127.0.0.1:%d" % port])
+    # The long-lived connection stays on generation 1 for the whole case:
+    # its drain must outlast 100 upgrades, which take longer than the
+    # default 30 s under a sanitizer on a busy machine.
+    srv = Server(["127.0.0.1:%d" % port], extra=["--drain-timeout", "600"])
     first = srv.wait_ready()
     load = Load(socket.AF_INET, ("127.0.0.1", port)).start()
     time.sleep(0.2)

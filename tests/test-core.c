@@ -150,7 +150,11 @@ static void c_listen(void)
     char sock[120];
     snprintf(sock, sizeof sock, "%s/s.sock", path);
     CHECK(access(sock, F_OK) == 0);
-    CHECK(handoff_listen(h, "abs", "unix:@handoff-test-abstract", NULL) >= 0);
+    /* Abstract names are global: make this one ours alone (other test
+     * runs may be going on at the same time). */
+    char abs[64];
+    snprintf(abs, sizeof abs, "unix:@handoff-test-abstract-%d", (int)getpid());
+    CHECK(handoff_listen(h, "abs", abs, NULL) >= 0);
     CHECK(handoff_remove(h, "nope") == -ENOENT);
     CHECK(handoff_remove(h, "v6") == 0);
     handoff_free(h);

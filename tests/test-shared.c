@@ -169,9 +169,13 @@ static void test_notifier(void **s)
     rx = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     memset(&sun, 0, sizeof sun);
     sun.sun_family = AF_UNIX;
-    memcpy(sun.sun_path, "\0handoff-shared-test", 20);
-    assert_int_equal(bind(rx, (struct sockaddr *)&sun, offsetof(struct sockaddr_un, sun_path) + 20), 0);
-    assert_int_equal(handoff__notifier_open(&n, "@handoff-shared-test"), 0);
+    char abs[64];
+    int alen = snprintf(abs, sizeof abs, "@handoff-shared-test-%d", (int)getpid());
+    memcpy(sun.sun_path, abs, (size_t)alen);
+    sun.sun_path[0] = '\0';
+    assert_int_equal(bind(rx, (struct sockaddr *)&sun,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)alen)), 0);
+    assert_int_equal(handoff__notifier_open(&n, abs), 0);
     assert_int_equal(handoff__notifier_send(&n, "A=1", 3), 1);
     assert_int_equal(recv(rx, buf, sizeof buf, 0), 3);
     handoff__notifier_close(&n);

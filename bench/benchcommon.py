@@ -14,6 +14,12 @@ import subprocess
 import sys
 import time
 
+# Processes, pid files and ports: the one copy in tests/lib (shared with the
+# integration tests and scripts/soak.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
+from handofftest.proc import (alive, descendants, poll_until, port_free,  # noqa: E402,F401
+                              proc_stat, raise_nofile, read_pid)
+
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -38,30 +44,6 @@ def reap():
             return
 
 
-def read_pid(path):
-    try:
-        with open(path) as f:
-            s = f.read(32).strip()
-        return int(s) if s.isdigit() else 0
-    except OSError:
-        return 0
-
-
-def stat(pid):
-    """(state, ppid) of pid, or None."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        return rest[0], int(rest[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def alive(pid):
-    st = stat(pid) if pid else None
-    return st is not None and st[0] not in ("Z", "X")
-
-
 def cmdline(pid):
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
@@ -81,30 +63,16 @@ def all_pids(min_pid=0):
 def children(pid, min_pid=0):
     out = []
     for p in all_pids(min_pid):
-        st = stat(p)
-        if st and st[1] == pid and st[0] not in ("Z", "X"):
+        st = proc_stat(p)
+        if st[1] == pid and st[0] not in (None, "Z", "X"):
             out.append(p)
-    return out
-
-
-def descendants(root):
-    kids = {}
-    for p in all_pids():
-        st = stat(p)
-        if st:
-            kids.setdefault(st[1], []).append(p)
-    out, todo = [], [root]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
     return out
 
 
 def is_descendant(pid, root):
     for _ in range(64):
-        st = stat(pid)
-        if not st:
+        st = proc_stat(pid)
+        if st[0] is None:
             return False
         if st[1] == root:
             return True
@@ -141,18 +109,6 @@ def kill_descendants(grace=5.0):
     return left
 
 
-def port_free(port):
-    s = socket.socket()
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def free_port_pair(start=28100):
     """A port p with p and p+1 free (p+1: the peers' slow backend)."""
     for p in range(start, start + 2000, 2):
@@ -182,22 +138,8 @@ def http_ok(port, path="/", timeout=1.0):
 
 
 def wait_until(seconds, fn, step=0.02):
-    deadline = time.monotonic() + seconds
-    while True:
-        if fn():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(step)
-
-
-def raise_nofile(n=65536):
-    import resource
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n), max(hard, n)))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    """True once fn() is, False after `seconds` (bench's argument order)."""
+    return bool(poll_until(fn, seconds, step))
 
 
 class Server:

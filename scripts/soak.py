@@ -32,32 +32,8 @@ def log(msg):
     sys.stderr.flush()
 
 
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def state(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def alive(pid):
-    return state(pid) not in (None, "Z", "X")
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
+from handofftest.proc import alive, poll_until, read_pid, rss_kb  # noqa: E402
 
 
 def zombies():
@@ -94,13 +70,10 @@ def established(port):
 
 
 def wait_until(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.002)
-    raise SystemExit("soak: timed out waiting for %s" % what)
+    v = poll_until(pred, timeout, interval=0.002)
+    if not v:
+        raise SystemExit("soak: timed out waiting for %s" % what)
+    return v
 
 
 def parse_wrk(text):

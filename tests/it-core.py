@@ -7,272 +7,23 @@ failed connection), on processes (no zombie, one serving generation) and on
 fds. Usage: it-core.py --echo PATH CASE
 Every wait is bounded; everything started is killed at the end.
 """
-import argparse
 import os
-import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-ECHO = None
-TMP = None
-PROCS = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import handofftest as T  # noqa: E402
+from handofftest import (alive, children_states, fail, fd_targets, free_port,  # noqa: E402
+                         log, proc_state, read_pid, wait_until, zombies_under)
+from handofftest.echo import Load, Server, check_load, echo_once  # noqa: E402
 
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def fail(msg):
-    raise AssertionError(msg)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_until(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.005)
-    fail("timed out after %.1fs waiting for %s" % (timeout, what))
-
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def proc_state(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def alive(pid):
-    st = proc_state(pid)
-    return st is not None and st not in ("Z", "X")
-
-
-def children_of(pid):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % d) as f:
-                rest = f.read().rsplit(")", 1)[1].split()
-            if int(rest[1]) == pid:
-                out.append((int(d), rest[0]))
-        except (OSError, IndexError, ValueError):
-            pass
-    return out
-
-
-def zombies_under(pids):
-    return [(c, s) for p in pids for (c, s) in children_of(p) if s == "Z"]
-
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def fd_targets(pid):
-    out = {}
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            out[int(fd)] = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-        except OSError:
-            pass
-    return out
-
-
-class Server:
-    """An echo server started through `argv0` (a path or symlink)."""
-
-    def __init__(self, listens, extra=(), argv0=None, env=None, prefix=(), pidfile=None):
-        self.pidfile = pidfile or os.path.join(TMP, "echo-%d.pid" % random.randrange(1 << 30))
-        self.logpath = self.pidfile + ".log"
-        argv = list(prefix) + [argv0 or ECHO]
-        for l in listens:
-            argv += ["--listen", l]
-        argv += ["--pid-file", self.pidfile, "--verbose"] + list(extra)
-        self.log = open(self.logpath, "w")
-        e = dict(os.environ)
-        if env:
-            e.update(env)
-        self.p = subprocess.Popen(argv, stdout=self.log, stderr=self.log, env=e,
-                                  start_new_session=True)
-        PROCS.append(self)
-        self.seen = set()
-
-    def wait_ready(self, timeout=10):
-        pid = wait_until(lambda: (lambda p: p if p and alive(p) else 0)(read_pid(self.pidfile)),
-                         timeout, "pid file")
-        self.seen.add(pid)
-        return pid
-
-    def pid(self):
-        p = read_pid(self.pidfile)
-        if p:
-            self.seen.add(p)
-        return p
-
-    def restart(self, timeout=10, wait_old=False):
-        """SIGHUP to the serving pid; waits until another live pid serves
-        (and, with wait_old, until the old one has drained and exited; a
-        connection a client keeps open keeps its generation alive until the
-        drain timeout). Returns (old, new)."""
-        old = self.wait_ready()
-        os.kill(old, signal.SIGHUP)
-        new = wait_until(lambda: (lambda p: p if p != old and alive(p) else 0)(self.pid()),
-                         timeout, "new generation in the pid file")
-        if wait_old:
-            wait_until(lambda: not alive(old), timeout, "old generation %d to exit" % old)
-        return old, new
-
-    def settle(self, timeout=15):
-        """Waits until the generation named by the pid file is the only one
-        alive; returns it."""
-        def one():
-            cur = self.pid()
-            live = [p for p in self.seen | {cur} if alive(p)]
-            return live[0] if live == [cur] else None
-        return wait_until(one, timeout, "a single live generation (seen %s)" % sorted(self.seen))
-
-    def logtext(self):
-        self.log.flush()
-        with open(self.logpath) as f:
-            return f.read()
-
-    def kill_all(self):
-        for pid in list(self.seen) + [self.p.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        try:
-            self.p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-class Load:
-    """Clients that keep connecting, sending and reading back, plus one
-    long-lived connection that stays open across restarts."""
-
-    def __init__(self, family, addr, threads=3, long_lived=True):
-        self.family, self.addr = family, addr
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.ok = 0
-        self.failures = []
-        self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
-        if long_lived:
-            self.threads.append(threading.Thread(target=self.run_long, daemon=True))
-
-    def start(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def record(self, ok, what=None):
-        with self.lock:
-            if ok:
-                self.ok += 1
-            else:
-                self.failures.append(what)
-
-    def one(self, payload):
-        s = socket.socket(self.family, socket.SOCK_STREAM)
-        s.settimeout(5)
-        try:
-            s.connect(self.addr)
-            s.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                b = s.recv(65536)
-                if not b:
-                    raise ConnectionError("closed early after %d bytes" % len(got))
-                got += b
-            if got != payload:
-                raise ValueError("echo mismatch")
-        finally:
-            s.close()
-
-    def run(self):
-        while not self.stop.is_set():
-            payload = os.urandom(random.choice((1, 100, 5000, 70000)))
-            try:
-                self.one(payload)
-                self.record(True)
-            except Exception as e:  # noqa: BLE001 - every failure is data
-                self.record(False, "%s: %s" % (type(e).__name__, e))
-
-    def run_long(self):
-        try:
-            s = socket.socket(self.family, socket.SOCK_STREAM)
-            s.settimeout(5)
-            s.connect(self.addr)
-            n = 0
-            while not self.stop.wait(0.05):
-                msg = b"ping %d\n" % n
-                s.sendall(msg)
-                got = b""
-                while len(got) < len(msg):
-                    b = s.recv(100)
-                    if not b:
-                        raise ConnectionError("long-lived connection closed")
-                    got += b
-                if got != msg:
-                    raise ValueError("long-lived echo mismatch")
-                n += 1
-            s.close()
-            self.record(True)
-            self.long_rounds = n
-        except Exception as e:  # noqa: BLE001
-            self.record(False, "long-lived: %s: %s" % (type(e).__name__, e))
-
-    def finish(self):
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=15)
-        return self.ok, self.failures
-
-
-def check_load(load, min_ok):
-    ok, failures = load.finish()
-    log("  clients: %d ok, %d failed" % (ok, len(failures)))
-    if failures:
-        fail("client failures: %s" % failures[:10])
-    if ok < min_ok:
-        fail("only %d successful exchanges" % ok)
-
-
-def echo_once(port, data=b"x"):
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(data)
-    got = s.recv(len(data) + 10)
-    s.close()
-    if got != data:
-        fail("echo returned %r" % got)
+ECHO = None  # --echo
+TMP = None   # the case's directory (set by the runner)
 
 
 # --------------------------------------------------------------------------
@@ -374,7 +125,7 @@ def case_upgrade_failures():
             # The successor starts with the signal state the server had
             # before handoff_new() (nothing blocked or ignored: python
             # restores signals for its children), not with the blocked set.
-            kid = wait_until(lambda: [c for c, st in children_of(serving) if st != "Z"], 5,
+            kid = wait_until(lambda: [c for c, st in children_states(serving) if st != "Z"], 5,
                              "the hanging successor")[0]
             wait_until(lambda: "sleep" in open("/proc/%d/cmdline" % kid).read(), 5, "exec sleep")
             st = dict(l.split(":", 1) for l in open("/proc/%d/status" % kid).read().splitlines()
@@ -724,7 +475,7 @@ def case_term_during_upgrade():
     g1 = srv.wait_ready()
     swap_link(link, hang)
     os.kill(g1, signal.SIGHUP)
-    kid = wait_until(lambda: [c for c, st in children_of(g1) if st != "Z"], 5, "the successor")[0]
+    kid = wait_until(lambda: [c for c, st in children_states(g1) if st != "Z"], 5, "the successor")[0]
     os.kill(g1, signal.SIGTERM)
     wait_until(lambda: not alive(g1), 10, "generation 1 to shut down")
     if proc_state(kid) is not None:
@@ -747,7 +498,7 @@ def case_hup_during_shutdown():
     for _ in range(5):
         os.kill(g1, signal.SIGHUP)
     time.sleep(0.3)
-    kids = children_of(g1)
+    kids = children_states(g1)
     if kids:
         fail("SIGHUP during shutdown spawned %s" % kids)
     held.sendall(b"y")  # the drain lets the held connection finish its work
@@ -808,7 +559,7 @@ def case_pidfile_unwritable():
         echo_once(port)
         log("  unwritable pid file %s: warned, served, restarted" % bad)
     finally:
-        for c, _ in children_of(p.pid):
+        for c, _ in children_states(p.pid):
             os.kill(c, signal.SIGKILL)
         p.kill()
         p.wait()
@@ -923,58 +674,10 @@ def case_notify_stuck():
     rx.close()
 
 
-CASES = {
-    "notify-stuck": case_notify_stuck,
-    "server-starter": case_server_starter,
-    "fd-limit": case_fd_limit,
-    "kill-old-mid-drain": case_kill_old_mid_drain,
-    "term-during-upgrade": case_term_during_upgrade,
-    "hup-during-shutdown": case_hup_during_shutdown,
-    "hup-storm": case_hup_storm,
-    "pidfile-unwritable": case_pidfile_unwritable,
-    "notify-nowhere": case_notify_nowhere,
-    "successor-crash": case_successor_crash,
-    "add-drop-listeners": case_add_drop_listeners,
-    "restart-100": case_restart_100,
-    "fd-leak": case_fd_leak,
-    "upgrade-failures": case_upgrade_failures,
-    "burst": case_burst,
-    "grandchild": case_grandchild,
-    "socket-activation": case_socket_activation,
-    "notify-order": case_notify_order,
-    "symlink-swap": case_symlink_swap,
-    "unix-and-udp": case_unix_and_udp,
-}
-
-
-def main():
-    global ECHO, TMP
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--echo", required=True)
-    ap.add_argument("case", choices=sorted(CASES) + ["all"])
-    a = ap.parse_args()
-    ECHO = os.path.abspath(a.echo)
-    cases = sorted(CASES) if a.case == "all" else [a.case]
-    rc = 0
-    for c in cases:
-        TMP = tempfile.mkdtemp(prefix="handoff-it-")
-        t0 = time.monotonic()
-        try:
-            log("== %s" % c)
-            CASES[c]()
-            log("PASS %s (%.1fs)" % (c, time.monotonic() - t0))
-        except AssertionError as e:
-            log("FAIL %s: %s" % (c, e))
-            for s in PROCS:
-                log("---- server log %s\n%s" % (s.logpath, s.logtext()[-3000:]))
-            rc = 1
-        finally:
-            for s in PROCS:
-                s.kill_all()
-            PROCS.clear()
-            shutil.rmtree(TMP, ignore_errors=True)
-    return rc
+def setup(args):
+    global ECHO
+    ECHO = args.echo
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    T.main(globals(), paths=["echo"], timeout=300, setup=setup)

@@ -32,33 +32,25 @@ the prober through Python's GIL. Every wait is bounded; every process
 started is killed at the end; a sanitizer report in a server log fails the
 case.
 """
-import argparse
-import importlib.util
 import multiprocessing
 import os
-import resource
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("it_http", os.path.join(HERE, "it-http.py"))
-H = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(H)
-
-log, fail, check, wait_until = H.log, H.fail, H.check, H.wait_until
-Conn, req, get, Server = H.Conn, H.req, H.get, H.Server
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import handofftest as T  # noqa: E402
+from handofftest import check, fail, log, raise_nofile, wait_until  # noqa: E402
+from handofftest.http import Conn, Server, get, req  # noqa: E402
 
 P99_BOUND = 0.200  # seconds: the prober's 99th percentile under attack
 # ThreadSanitizer makes every memory access of the server several times
 # slower (a 3 MB response body costs 100 ms and more to build); the time
-# bounds are multiplied by SLOW for such a build (see main()).
+# bounds are multiplied by SLOW for such a build (see setup()).
 SLOW = 1
 
 
@@ -97,27 +89,6 @@ def quiet_fds(pid):
     that count, the baseline of the socket counts below."""
     wait_until(lambda: proc_fds(pid) == 1, 10, "the server to hold only its listener")
     return 1
-
-
-def proc_private(pid):
-    """Private_Clean + Private_Dirty of pid in bytes (smaps_rollup)."""
-    n = 0
-    with open("/proc/%d/smaps_rollup" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("Private_Clean", "Private_Dirty"):
-                n += int(v.split()[0]) * 1024
-    return n
-
-
-def sanitized(path):
-    """The sanitizer a binary was built with, or None."""
-    with open(path, "rb") as f:
-        data = f.read()
-    for mark, name in ((b"__tsan_init", "ThreadSanitizer"), (b"__asan_init", "AddressSanitizer")):
-        if mark in data:
-            return name
-    return None
 
 
 # User-space memory an idle plain connection may cost the hello example
@@ -622,20 +593,6 @@ def case_smuggling():
     check(get(port, "/")[0] == 200, "server hurt")
 
 
-def raise_nofile(n):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = n
-    if hard != resource.RLIM_INFINITY and hard < want:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
-            return want
-        except (OSError, ValueError):
-            want = hard
-    if soft == resource.RLIM_INFINITY or soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    return want
-
-
 def diagnose(pid, port, socks=()):
     """What the kernel says about a server that does not accept."""
     out = []
@@ -719,12 +676,12 @@ def case_idle_10k():
     # The hello example with its defaults (silent connections are closed
     # after 30 s, idle ones after 60 s: the test needs a few seconds), its
     # fd limit raised by prlimit before it starts.
-    srv = Server(["--threads", "2"], binary=H.HELLO,
+    srv = Server(["--threads", "2"], binary=T.ctx.args.hello,
                  prefix=["prlimit", "--nofile=%d:%d" % (need, need), "--"])
     pid = srv.p.pid
     base_fds = quiet_fds(pid)
     rss0 = proc_rss_mb(pid)
-    priv0 = proc_private(pid)
+    priv0 = T.private_bytes(pid)
     t0 = time.monotonic()
     socks = open_many(srv.port, n, t0 + 120, pid, base_fds)
     t_open = time.monotonic() - t0
@@ -746,7 +703,7 @@ def case_idle_10k():
         except AssertionError:
             fail("the server holds %d sockets (%d at the start), not %d" % (proc_fds(pid), base_fds, base_fds + n))
         rss = proc_rss_mb(pid)
-        per_conn = (proc_private(pid) - priv0) / n
+        per_conn = (T.private_bytes(pid) - priv0) / n
         prober = Prober(srv.port, interval=0.01)
         cpu0, t1 = proc_cpu(pid), time.monotonic()
         prober.start()
@@ -757,7 +714,7 @@ def case_idle_10k():
             "server holds %d sockets, RSS %.0f MB (%.1f KB per connection); CPU %.0f%% while idle"
             % (n, t_open, proc_fds(pid), rss, (rss - rss0) * 1024 / n, busy * 100))
         log("  new clients meanwhile: %s" % prober.summary())
-        san = sanitized(H.HELLO)
+        san = T.sanitizer_of(T.ctx.args.hello)
         if san:
             log("  %s build: the memory per connection (%.0f B) is not checked" % (san, per_conn))
         else:
@@ -840,53 +797,12 @@ def case_fd_limit():
     check(srv.wait_exit(10) == 0, "shutdown at the fd limit")
 
 
-CASES = {name[5:].replace("_", "-"): fn for name, fn in list(globals().items())
-         if name.startswith("case_")}
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server", required=True)
-    ap.add_argument("--hello", required=True)
-    ap.add_argument("case", choices=sorted(CASES))
-    a = ap.parse_args()
-    H.SERVER, H.HELLO = os.path.abspath(a.server), os.path.abspath(a.hello)
-    H.TMP = tempfile.mkdtemp(prefix="it-hostile-")
+def setup(args):
     global SLOW
-    with open(H.SERVER, "rb") as f:
-        if b"__tsan_init" in f.read():
-            SLOW = 5
-            log("  ThreadSanitizer build: time bounds x%d" % SLOW)
-    rc = 0
-    t0 = time.monotonic()
-    try:
-        CASES[a.case]()
-        log("PASS %s (%.1fs)" % (a.case, time.monotonic() - t0))
-    except AssertionError as e:
-        log("FAIL %s: %s" % (a.case, e))
-        rc = 1
-    finally:
-        for p in H.PROCS:
-            if p.poll() is None:
-                p.kill()
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        for f in sorted(os.listdir(H.TMP)):
-            if f.endswith(".log"):
-                with open(os.path.join(H.TMP, f), "rb") as fh:
-                    text = fh.read().decode(errors="replace")
-                for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                             "WARNING: ThreadSanitizer", "runtime error:"):
-                    if mark in text:
-                        log("FAIL %s: %s in %s" % (a.case, mark, f))
-                        rc = 1
-                if rc and text:
-                    log("--- %s\n%s" % (f, text[-3000:]))
-        shutil.rmtree(H.TMP, ignore_errors=True)
-    sys.exit(rc)
+    if T.sanitizer_of(args.server) == "thread":
+        SLOW = 5
+        log("  ThreadSanitizer build: time bounds x%d" % SLOW)
 
 
 if __name__ == "__main__":
-    main()
+    T.main(globals(), paths=["server", "hello"], timeout=300, setup=setup)

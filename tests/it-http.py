@@ -9,7 +9,6 @@ matters), sends it signals, and asserts on what clients saw. Usage:
 
 Every wait is bounded; every process started is killed at the end.
 """
-import argparse
 import os
 import re
 import shutil
@@ -18,239 +17,17 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-SERVER = None
-HELLO = None
-TMP = None
-PROCS = []
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import handofftest as T  # noqa: E402
+from handofftest import alive, check, free_port, log, port_open, wait_until  # noqa: E402
+from handofftest.http import Conn, Server, get, req  # noqa: E402
 
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def fail(msg):
-    raise AssertionError(msg)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_until(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.01)
-    fail("timed out after %.1fs waiting for %s" % (timeout, what))
-
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read().rsplit(")", 1)[1].split()[0]
-        return st not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
-class Server:
-    """A server process with a pid file, on a free port of 127.0.0.1."""
-
-    def __init__(self, extra=(), binary=None, port=None, tls=None, prefix=()):
-        self.port = port or free_port()
-        self.pidfile = os.path.join(TMP, "srv-%d.pid" % self.port)
-        self.logpath = os.path.join(TMP, "srv-%d.log" % self.port)
-        argv = [binary or SERVER, "--listen", "127.0.0.1:%d" % self.port,
-                "--pid-file", self.pidfile]
-        if tls:
-            argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
-        argv += list(extra)
-        self.log = open(self.logpath, "ab")
-        # prefix (e.g. prlimit) must exec the server in the same process.
-        self.p = subprocess.Popen(list(prefix) + argv, stdout=self.log, stderr=self.log)
-        PROCS.append(self.p)
-        wait_until(lambda: read_pid(self.pidfile) == self.p.pid and port_open(self.port),
-                   20, "server ready")
-
-    def pid(self):
-        return read_pid(self.pidfile)
-
-    def signal(self, sig):
-        os.kill(self.pid(), sig)
-
-    def wait_exit(self, timeout):
-        try:
-            return self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            fail("server %d did not exit within %.1fs" % (self.p.pid, timeout))
-
-    def logtext(self):
-        with open(self.logpath, "rb") as f:
-            return f.read().decode(errors="replace")
-
-
-class Conn:
-    """A client connection with a byte-exact HTTP/1.1 response reader."""
-
-    def __init__(self, port, tls=False, timeout=5.0, alpn=None):
-        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if tls:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            if alpn:
-                ctx.set_alpn_protocols(alpn)
-            s = ctx.wrap_socket(s, server_hostname="localhost")
-        self.s = s
-        self.buf = b""
-        self.eof = False
-
-    def send(self, data):
-        if isinstance(data, str):
-            data = data.encode()
-        self.s.sendall(data)
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
-
-    def _fill(self):
-        if self.eof:
-            return False
-        try:
-            d = self.s.recv(65536)
-        except ConnectionResetError:
-            d = b""
-        if not d:
-            self.eof = True
-            return False
-        self.buf += d
-        return True
-
-    def read_until(self, delim):
-        while delim not in self.buf:
-            if not self._fill():
-                fail("connection closed while waiting for %r (have %r)" % (delim, self.buf[:200]))
-        i = self.buf.index(delim) + len(delim)
-        out, self.buf = self.buf[:i], self.buf[i:]
-        return out
-
-    def read_n(self, n):
-        while len(self.buf) < n:
-            if not self._fill():
-                fail("connection closed after %d of %d bytes" % (len(self.buf), n))
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def read_to_eof(self):
-        while self._fill():
-            pass
-        out, self.buf = self.buf, b""
-        return out
-
-    def response(self, head=False, allow_1xx=False):
-        """Returns (status, headers {lower: value}, body, raw head)."""
-        raw = self.read_until(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        m = re.match(r"HTTP/1\.1 (\d{3}) ", lines[0] + " ")
-        check(m, "bad status line %r" % lines[0])
-        status = int(m.group(1))
-        hdrs = {}
-        for ln in lines[1:]:
-            if ln:
-                k, v = ln.split(":", 1)
-                check(k.lower() not in hdrs, "duplicate header %s in %r" % (k, raw))
-                hdrs[k.lower()] = v.strip()
-        if 100 <= status < 200 and not allow_1xx:
-            fail("unexpected interim response %r" % raw)
-        if head or status in (204, 304) or 100 <= status < 200:
-            return status, hdrs, b"", raw
-        if hdrs.get("transfer-encoding") == "chunked":
-            body = b""
-            while True:
-                line = self.read_until(b"\r\n")
-                size = int(line.split(b";")[0], 16)
-                if size == 0:
-                    self.read_until(b"\r\n")
-                    break
-                body += self.read_n(size)
-                check(self.read_n(2) == b"\r\n", "chunk not followed by CRLF")
-            return status, hdrs, body, raw
-        if "content-length" in hdrs:
-            return status, hdrs, self.read_n(int(hdrs["content-length"])), raw
-        return status, hdrs, self.read_to_eof(), raw
-
-    def closed_within(self, timeout):
-        """True if the server closes the connection (EOF or reset) in time;
-        data that arrives meanwhile is kept in the buffer."""
-        self.s.settimeout(timeout)
-        end = time.monotonic() + timeout
-        try:
-            while time.monotonic() < end:
-                if not self._fill():
-                    return True
-        except socket.timeout:
-            return False
-        except OSError:
-            return True
-        return False
-
-
-def req(path="/", method="GET", headers=(), body=None, version="1.1", host=True):
-    lines = ["%s %s HTTP/%s" % (method, path, version)]
-    if host:
-        lines.append("Host: localhost")
-    lines += list(headers)
-    if body is not None and not any(h.lower().startswith(("content-length", "transfer-encoding"))
-                                    for h in headers):
-        lines.append("Content-Length: %d" % len(body))
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode()
-    if body is not None:
-        data += body if isinstance(body, bytes) else body.encode()
-    return data
-
-
-def get(port, path="/", tls=False, **kw):
-    c = Conn(port, tls=tls)
-    try:
-        c.send(req(path, headers=["Connection: close"], **kw))
-        return c.response()
-    finally:
-        c.close()
+SERVER = None  # --server: tests/it-http-server.c
+HELLO = None   # --hello: examples/hello
+TMP = None     # the case's directory (set by the runner)
 
 
 def expect_error(port, data, status, pause=None):
@@ -666,23 +443,6 @@ def case_tls():
     c.close()
 
 
-def private_bytes(pid):
-    """Private_Clean + Private_Dirty of pid (smaps_rollup)."""
-    n = 0
-    with open("/proc/%d/smaps_rollup" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("Private_Clean", "Private_Dirty"):
-                n += int(v.split()[0]) * 1024
-    return n
-
-
-def sanitizer_build(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    return b"__tsan_init" in data or b"__asan_init" in data
-
-
 # User-space memory an idle TLS connection may cost. OpenSSL 3.0 alone
 # keeps about 14 KB per connection (the SSL object is 7.6 KB); nginx's
 # idle TLS connection costs about 15 KB on the same machine.
@@ -697,7 +457,7 @@ def case_tls_idle_memory():
     srv = Server(["--threads", "1"], tls=(cert, key))
     pid = srv.p.pid
     time.sleep(0.5)
-    before = private_bytes(pid)
+    before = T.private_bytes(pid)
     n = 400
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -715,14 +475,14 @@ def case_tls_idle_memory():
                 buf += d
             conns.append(t)
         time.sleep(1.0)  # the worker trims once quiet for 200 ms
-        per_conn = (private_bytes(pid) - before) / n
+        per_conn = (T.private_bytes(pid) - before) / n
         for t in conns:
             check(t.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == 1,
                   "an idle TLS connection was closed")
     finally:
         for t in conns:
             t.close()
-    if sanitizer_build(SERVER):
+    if T.sanitizer_of(SERVER):
         log("  sanitizer build: %.0f B per idle TLS connection, not checked" % per_conn)
         return
     log("  %d idle TLS connections: %.0f B of private memory each (bound %d B)"
@@ -1090,66 +850,10 @@ def case_load():
     os.kill(hello.pid(), signal.SIGTERM)
 
 
-CASES = {name[5:].replace("_", "-"): fn for name, fn in globals().items()
-         if name.startswith("case_")}
-
-
-def main():
-    global SERVER, HELLO, TMP
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--server", required=True)
-    ap.add_argument("--hello", required=True)
-    ap.add_argument("case", choices=sorted(CASES))
-    a = ap.parse_args()
-    SERVER, HELLO = os.path.abspath(a.server), os.path.abspath(a.hello)
-    TMP = tempfile.mkdtemp(prefix="it-http-")
-    rc = 0
-    try:
-        CASES[a.case]()
-        log("PASS %s" % a.case)
-    except AssertionError as e:
-        log("FAIL %s: %s" % (a.case, e))
-        rc = 1
-    finally:
-        # Every process we started, and any generation they re-executed.
-        pids = set()
-        for p in PROCS:
-            pids.add(p.pid)
-        for f in os.listdir(TMP):
-            if f.endswith(".pid"):
-                pids.add(read_pid(os.path.join(TMP, f)))
-        for pid in pids:
-            if pid and alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        for p in PROCS:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        # A sanitizer report in any server log fails the case.
-        for f in sorted(os.listdir(TMP)):
-            if f.endswith(".log"):
-                with open(os.path.join(TMP, f), "rb") as fh:
-                    text = fh.read().decode(errors="replace")
-                for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                             "WARNING: ThreadSanitizer", "runtime error:"):
-                    if mark in text:
-                        log("FAIL %s: %s in %s" % (a.case, mark, f))
-                        rc = 1
-        if rc:
-            for f in sorted(os.listdir(TMP)):
-                if f.endswith(".log"):
-                    with open(os.path.join(TMP, f), "rb") as fh:
-                        data = fh.read()[-3000:]
-                    if data:
-                        log("--- %s" % f)
-                        log(data.decode(errors="replace"))
-        shutil.rmtree(TMP, ignore_errors=True)
-    sys.exit(rc)
+def setup(args):
+    global SERVER, HELLO
+    SERVER, HELLO = args.server, args.hello
 
 
 if __name__ == "__main__":
-    main()
+    T.main(globals(), paths=["server", "hello"], timeout=120, setup=setup)

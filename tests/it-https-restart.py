@@ -9,9 +9,8 @@ wrk socket errors and non-2xx responses, every slow request completed, and
 that a restart picks up a certificate replaced on disk (the new generation
 loads it at start-up) while the listening socket stays the same.
 
-Usage: it-https-restart.py --hello PATH [--restarts N] [--seconds S]
+Usage: it-https-restart.py --hello PATH [--restarts N] [--seconds S] restart
 """
-import argparse
 import os
 import re
 import shutil
@@ -20,40 +19,15 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 
-def fail(msg):
-    print("FAIL: %s" % msg, flush=True)
-    sys.exit(1)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import handofftest as T  # noqa: E402
+from handofftest import alive, fail, read_pid, wait_until  # noqa: E402
 
-
-def wait_until(pred, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.005)
-    fail("timed out waiting for %s" % what)
-
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
+ARGS = None  # --hello, --restarts, --seconds (set by the runner)
 
 
 def make_cert(d, cn):
@@ -109,16 +83,10 @@ def slow_get(port, results):
         print("slow request failed: %s" % e, flush=True)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--hello", required=True)
-    ap.add_argument("--restarts", type=int, default=5)
-    ap.add_argument("--seconds", type=int, default=12)
-    a = ap.parse_args()
-    if not shutil.which("wrk") or not shutil.which("openssl"):
-        print("SKIP: wrk and openssl are needed")
-        return 77
-    tmp = tempfile.mkdtemp(prefix="handoff-https-")
+@T.case(serial=True)  # a load test: alone on the machine
+def case_restart(tmp):
+    a = ARGS
+    T.need_tools("wrk", "openssl")
     procs = []
     try:
         key1, crt1 = make_cert(tmp, "first")
@@ -126,10 +94,7 @@ def main():
         key, crt = os.path.join(tmp, "server.key"), os.path.join(tmp, "server.crt")
         shutil.copy(key1, key)
         shutil.copy(crt1, crt)
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
+        port = T.free_port()
         pidfile = os.path.join(tmp, "hello.pid")
         log = open(os.path.join(tmp, "hello.log"), "w")
         p = subprocess.Popen([os.path.abspath(a.hello), "--listen", "127.0.0.1:%d" % port,
@@ -188,16 +153,14 @@ def main():
             fail("the restart did not load the rotated certificate (CN=%s)" % cn2)
         if inode2 != sock_inode:
             fail("the listening socket changed across restarts")
-        print("PASS")
-        return 0
     finally:
-        for q in procs:
-            try:
-                os.kill(q, signal.SIGKILL)
-            except OSError:
-                pass
-        shutil.rmtree(tmp, ignore_errors=True)
+        T.kill_pids(procs)
+
+
+def add_args(ap):
+    ap.add_argument("--restarts", type=int, default=5)
+    ap.add_argument("--seconds", type=int, default=12)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    T.main(globals(), paths=["hello"], timeout=300, add_args=add_args)

@@ -13,32 +13,25 @@ table and /proc/net/tcp while it was stopped (SIGSTOP) just before.
 Each CASE is one ctest entry. Exit status: 0 pass, 1 fail, 77 skip. Every
 wait polls a condition with a generous bound; every load loop is bounded
 in time and count; everything a case starts is killed by pid at the end.
-Helpers (Supervisor, wait_until, ...) come from it-supervisor.py.
+Helpers (Supervisor, wait_until, ...) come from tests/lib/handofftest.
 """
-import argparse
-import errno
-import importlib.util
 import os
 import re
 import resource
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("it_supervisor", os.path.join(HERE, "it-supervisor.py"))
-base = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(base)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import handofftest as T  # noqa: E402
+from handofftest import (Fail, check, children, descendants, free_port, log,  # noqa: E402
+                         proc_state, wait_until)
+from handofftest.supervisor import Supervisor  # noqa: E402
 
-Fail, check, log, wait_until = base.Fail, base.check, base.log, base.wait_until
-free_port, descendants, children_of, proc_state = base.free_port, base.descendants, base.children_of, base.proc_state
-SKIP = 77
-ARGS = None
+ARGS = None  # --handoff, --echo (set by the runner)
 
 
 # ---------------------------------------------------------------- helpers
@@ -163,12 +156,12 @@ def kill_accounted(pid, port, sig):
     (it acts on resume, before the process can run again, so it cannot
     accept anything more). Returns the client ports of those connections."""
     os.kill(pid, signal.SIGSTOP)
-    wait_until(lambda: proc_state(pid)[0] == "T", 10, f"pid {pid} to stop")
+    wait_until(lambda: proc_state(pid) == "T", 10, f"pid {pid} to stop")
     ports = accepted_ports(pid, port)
     os.kill(pid, sig)
     if sig != signal.SIGKILL:
         os.kill(pid, signal.SIGCONT)
-    wait_until(lambda: proc_state(pid)[0] in (None, "Z"), 10, f"pid {pid} to die")
+    wait_until(lambda: proc_state(pid) in (None, "Z"), 10, f"pid {pid} to die")
     return ports
 
 
@@ -193,7 +186,7 @@ def held_broken(s):
 
 
 def no_zombies(pid):
-    return not [c for c in children_of(pid) if proc_state(c)[0] == "Z"]
+    return not [c for c in children(pid) if proc_state(c) == "Z"]
 
 
 def echo_once(port, data=b"x\n"):
@@ -283,7 +276,7 @@ def reload_failure(tmp, kind):
         write_script(bad, "kill -SEGV $$")
     elif kind == "hangs":
         write_script(bad, "exec sleep 60")
-    sup = base.Supervisor(tmp, [link, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"],
+    sup = Supervisor(tmp, [link, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"],
                           extra=["--ready-timeout", "1"])
     try:
         sup.wait_ready()
@@ -364,7 +357,7 @@ def case_crash_after_ready(tmp):
     # report it and exit (TSan exits with status 66).
     asan = ":".join(x for x in (os.environ.get("ASAN_OPTIONS"), "handle_segv=0") if x)
     tsan = ":".join(x for x in (os.environ.get("TSAN_OPTIONS"), "handle_segv=0") if x)
-    sup = base.Supervisor(tmp, [dep.script], listen=[f"127.0.0.1:{port}"],
+    sup = Supervisor(tmp, [dep.script], listen=[f"127.0.0.1:{port}"],
                           env={"ASAN_OPTIONS": asan, "TSAN_OPTIONS": tsan},
                           extra=["--restart-delay", "100ms", "--restart-delay-max", "400ms"])
     try:
@@ -380,7 +373,7 @@ def case_crash_after_ready(tmp):
             st = sup.status()
             log("status during the crash loop:\n" + st)
             check(re.search(r"generation 1: draining", st), f"generation 1 should still drain:\n{st}")
-            check(proc_state(g1)[0] not in (None, "Z"), "generation 1 exited while a connection was open")
+            check(proc_state(g1) not in (None, "Z"), "generation 1 exited while a connection was open")
             ok_fix = load.ok
             dep.set("")
             wait_until(lambda: load.ok > ok_fix + 30, 30, "requests served after the fix")
@@ -432,7 +425,7 @@ def case_kill_old_mid_drain(tmp):
     reaps it, logs it and exits 0 at the end (the killed generation's
     status does not count)."""
     port = free_port()
-    sup = base.Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"])
+    sup = Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"])
     try:
         sup.wait_ready()
         (g1,) = sup.worker_pids()
@@ -477,7 +470,7 @@ def case_term_during_reload(tmp):
     # The new version hangs before it is ready once the flag file exists.
     write_script(script, f"if [ -e {tmp}/hang ]; then exec sleep 60; fi\n"
                          f"exec {ARGS.echo} --listen 127.0.0.1:{port}")
-    sup = base.Supervisor(tmp, [script], listen=[f"127.0.0.1:{port}"], extra=["--ready-timeout", "60"])
+    sup = Supervisor(tmp, [script], listen=[f"127.0.0.1:{port}"], extra=["--ready-timeout", "60"])
     try:
         sup.wait_ready()
         (g1,) = sup.worker_pids()
@@ -501,7 +494,7 @@ def case_term_during_reload(tmp):
         rc = sup.proc.wait(30)
         log(f"supervisor exit status {rc}")
         check(rc == 0, f"exit status {rc}\n{sup.log()[-2000:]}")
-        check(proc_state(g2)[0] is None and proc_state(g1)[0] is None, "a worker outlived the supervisor")
+        check(proc_state(g2) is None and proc_state(g1) is None, "a worker outlived the supervisor")
         check(not os.path.exists(sup.pidfile), "pid file left")
         check(not os.path.exists(sup.control), "control socket left")
     finally:
@@ -512,7 +505,7 @@ def case_hup_during_shutdown(tmp):
     """SIGHUP (and `handoff reload`) during a graceful shutdown are refused:
     no new process starts, the drain completes."""
     port = free_port()
-    sup = base.Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"])
+    sup = Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"])
     try:
         sup.wait_ready()
         (g1,) = sup.worker_pids()
@@ -543,7 +536,7 @@ def case_hup_storm(tmp):
     generations draining at once."""
     port = free_port()
     max_draining = 3
-    sup = base.Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"],
+    sup = Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"],
                           extra=["--max-draining", str(max_draining), "-q"])
     try:
         sup.wait_ready()
@@ -621,7 +614,7 @@ def case_pidfile_unwritable(tmp):
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # the port is free again
     # A second instance that fails (same control socket) keeps the pid file.
-    sup = base.Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"])
+    sup = Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"])
     try:
         sup.wait_ready()
         other = free_port()
@@ -664,7 +657,7 @@ def case_notify_nowhere(tmp):
     try:
         for i, (what, env, warning) in enumerate(variants):
             port = free_port()
-            sup = base.Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"],
+            sup = Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"],
                                   listen=[f"127.0.0.1:{port}"], env=env, name=f"n{i}")
             try:
                 sup.wait_ready()
@@ -710,7 +703,7 @@ def case_fd_limit(tmp):
     control socket still answers, without spinning the CPU. Once the limit
     is raised again, reloads work."""
     port = free_port()
-    sup = base.Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"])
+    sup = Supervisor(tmp, [ARGS.echo, "--listen", f"127.0.0.1:{port}"], listen=[f"127.0.0.1:{port}"])
     try:
         sup.wait_ready()
         (g1,) = sup.worker_pids()
@@ -765,57 +758,10 @@ def case_fd_limit(tmp):
         sup.kill()
 
 
-CASES = {
-    "new-missing": case_new_missing,
-    "new-not-executable": case_new_not_executable,
-    "new-exits": case_new_exits,
-    "new-segv": case_new_segv,
-    "new-hangs": case_new_hangs,
-    "crash-after-ready": case_crash_after_ready,
-    "kill-old-mid-drain": case_kill_old_mid_drain,
-    "term-during-reload": case_term_during_reload,
-    "hup-during-shutdown": case_hup_during_shutdown,
-    "hup-storm": case_hup_storm,
-    "pidfile-unwritable": case_pidfile_unwritable,
-    "notify-nowhere": case_notify_nowhere,
-    "fd-limit": case_fd_limit,
-}
-
-
-def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--handoff", required=True)
-    ap.add_argument("--echo", required=True)
-    ap.add_argument("case", choices=sorted(CASES))
-    ARGS = ap.parse_args()
-    ARGS.echo = os.path.abspath(ARGS.echo)
-    ARGS.handoff = os.path.abspath(ARGS.handoff)
-    base.ARGS = argparse.Namespace(handoff=ARGS.handoff, echo=ARGS.echo, hello=None)
-    tmp = tempfile.mkdtemp(prefix=f"it-supf-{ARGS.case}-")
+def setup(args):
     # The crashes these cases cause must not leave core files around.
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
-    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(Fail("case timed out (240 s)")))
-    signal.alarm(240)
-    try:
-        r = CASES[ARGS.case](tmp)
-        if r == SKIP:
-            print(f"SKIP {ARGS.case}")
-            return SKIP
-        print(f"PASS {ARGS.case}")
-        return 0
-    except Fail as e:
-        print(f"FAIL {ARGS.case}: {e}")
-        return 1
-    except Exception as e:  # noqa: BLE001 - an unexpected error fails the case
-        import traceback
-        traceback.print_exc()
-        print(f"FAIL {ARGS.case}: {type(e).__name__}: {e}")
-        return 1
-    finally:
-        signal.alarm(0)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    T.main(globals(), paths=["handoff", "echo"], timeout=300, setup=setup)

@@ -8,7 +8,6 @@ Every load loop is bounded in time and count; every process a case starts is
 killed by pid at the end (the supervisor's workers lead their own process
 groups, which are killed too).
 """
-import argparse
 import json
 import os
 import re
@@ -17,160 +16,16 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
-SKIP = 77
-ARGS = None
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import handofftest as T  # noqa: E402
+from handofftest import (SKIP, Fail, check, children, descendants, free_port, log,  # noqa: E402
+                         proc_state, wait_until)
+from handofftest.supervisor import Supervisor  # noqa: E402
 
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_until(pred, timeout, what, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    raise Fail(f"timed out after {timeout} s waiting for {what}")
-
-
-def children_of(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-def descendants(pid):
-    out, todo = [], [pid]
-    while todo:
-        for c in children_of(todo.pop()):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def proc_state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            data = f.read()
-        rest = data[data.rindex(")") + 2:].split()
-        return rest[0], int(rest[1])  # state, ppid
-    except (OSError, ValueError):
-        return None, None
-
-
-class Supervisor:
-    """One `handoff run` with its own directory, control socket and log."""
-
-    def __init__(self, tmp, command, listen=(), extra=(), env=None, name="sup", pass_fds=()):
-        self.tmp = tmp
-        self.control = os.path.join(tmp, f"{name}.sock")
-        self.pidfile = os.path.join(tmp, f"{name}.pid")
-        self.logpath = os.path.join(tmp, f"{name}.log")
-        args = [ARGS.handoff, "run", "-v", "--control", self.control, "--pid-file", self.pidfile]
-        for spec in listen:
-            args += ["--listen", spec]
-        args += list(extra) + ["--"] + list(command)
-        self.logf = open(self.logpath, "w")
-        e = dict(os.environ)
-        e.pop("NOTIFY_SOCKET", None)
-        if env:
-            e.update(env)
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf,
-                                     stderr=subprocess.STDOUT, env=e, pass_fds=pass_fds)
-        self.pid = self.proc.pid
-
-    def ctl(self, cmd, timeout=60, user=None, extra=()):
-        args = [ARGS.handoff, cmd, "--control", self.control] + list(extra)
-        if user:
-            import pwd
-            pw = pwd.getpwnam(user)
-            args = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"] + args
-        r = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-        return r.returncode, r.stdout, r.stderr
-
-    def status(self):
-        rc, out, err = self.ctl("status", timeout=10)
-        check(rc == 0, f"handoff status failed: {rc} {err}")
-        return out
-
-    def wait_ready(self, timeout=30):
-        def ready():
-            if self.proc.poll() is not None:
-                raise Fail(f"supervisor exited early with {self.proc.returncode}:\n{self.log()}")
-            if not os.path.exists(self.control):
-                return False
-            rc, out, _ = self.ctl("status", timeout=10)
-            return rc == 0 and "supervisor: pid" in out and ", ready" in out.splitlines()[0]
-        wait_until(ready, timeout, "the supervisor to be ready")
-
-    def worker_pids(self, states=("ready",)):
-        pids = []
-        for line in self.status().splitlines():
-            m = re.match(r"\s+worker (\d+): pid (\d+), (\w+)", line)
-            if m and m.group(3) in states:
-                pids.append(int(m.group(2)))
-        return pids
-
-    def log(self):
-        self.logf.flush()
-        with open(self.logpath) as f:
-            return f.read()
-
-    def stop(self, timeout=40):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        return self.proc.returncode
-
-    def kill(self):
-        for pid in descendants(self.pid):
-            for target in (-pid, pid):
-                try:
-                    os.kill(target, signal.SIGKILL)
-                except OSError:
-                    pass
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.logf.close()
-        # Sanitizer builds: a report from the supervisor or a worker fails
-        # the case even if everything else went well.
-        text = self.log_text()
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
-            if marker in text:
-                raise Fail(f"sanitizer report in the supervisor's log:\n{text[text.index(marker) - 200:][:3000]}")
-
-    def log_text(self):
-        with open(self.logpath) as f:
-            return f.read()
+ARGS = None  # --handoff, --echo, --hello (set by the runner)
 
 
 # ---------------------------------------------------------------- load
@@ -467,6 +322,7 @@ def as_nobody(args):
                           capture_output=True, text=True, timeout=30)
 
 
+@T.case(root=True)
 def case_control_other_user(tmp):
     """The control socket refuses another user: by its 0600 mode, and by
     SO_PEERCRED when the mode is loosened."""
@@ -539,6 +395,7 @@ def worker_notify_socket(pid):
     raise Fail(f"worker {pid} has no NOTIFY_SOCKET")
 
 
+@T.case(root=True)
 def case_notify_foreign_user(tmp):
     """Another user floods the workers' NOTIFY_SOCKET while the supervisor
     reloads: the socket cannot be reached by that user at all (it used to be
@@ -839,13 +696,14 @@ def case_orphans(tmp):
     try:
         sup.wait_ready()
         time.sleep(0.8)
-        zombies = [c for c in children_of(sup.pid) if proc_state(c)[0] == "Z"]
+        zombies = [c for c in children(sup.pid) if proc_state(c) == "Z"]
         check(not zombies, f"zombies: {zombies}")
         check("reaped orphan pid" in sup.log(), "orphan not reaped by the supervisor")
     finally:
         sup.kill()
 
 
+@T.case(root=True)
 def case_pid1(tmp):
     """As PID 1 of a new pid namespace (a container): reloads work, orphans
     are reaped, SIGTERM stops it with status 0."""
@@ -878,7 +736,7 @@ def case_pid1(tmp):
         with open(os.path.join(tmp, "pid1.log")) as f:
             text = f.read()
         check("reaped orphan pid" in text, "orphans not reaped by PID 1")
-        sup = [c for c in children_of(p.pid)]
+        sup = [c for c in children(p.pid)]
         check(len(sup) == 1, f"unshare children {sup}")
         os.kill(sup[0], signal.SIGTERM)
         check(p.wait(40) == 0, f"exit status {p.returncode}")
@@ -1043,6 +901,9 @@ PSGI_APP = """my $app = sub {
 """
 
 
+# A load test: alone on the machine, so that a starved client does not
+# look like a failed restart.
+@T.case(serial=True)
 def case_starlet(tmp):
     """Starlet (Debian package `starlet`), which takes its sockets from
     SERVER_STARTER_PORT, reloaded 20 times under load. Readiness: its
@@ -1076,6 +937,9 @@ WSGI_APP = """def app(environ, start_response):
 """
 
 
+# A load test: alone on the machine, so that a starved client does not
+# look like a failed restart.
+@T.case(serial=True)
 def case_gunicorn(tmp):
     """gunicorn (Debian package `gunicorn`), which adopts LISTEN_FDS and
     sends READY=1 to NOTIFY_SOCKET, reloaded 20 times under load."""
@@ -1114,6 +978,9 @@ def wrk_result(out):
     }
 
 
+# A load test: alone on the machine, so that a starved client does not
+# look like a failed restart.
+@T.case(serial=True)
 def case_hello_wrk(tmp):
     """The HTTP example `hello` under handoff run: 50 reloads under wrk
     load, zero non-2xx responses and zero socket errors."""
@@ -1163,62 +1030,5 @@ def case_help_man(tmp):
         check(f".B {code}\n" in page, f"exit code {code} not in handoff(1)")
 
 
-CASES = {
-    "echo-reload-50": case_echo_reload_50,
-    "failed-reload": case_failed_reload,
-    "crash-restart": case_crash_restart,
-    "control-other-user": case_control_other_user,
-    "notify-foreign-user": case_notify_foreign_user,
-    "notify-not-worker": case_notify_not_worker,
-    "stop-status": case_stop_status,
-    "rolling": case_rolling,
-    "environment": case_environment,
-    "socket-activation": case_socket_activation,
-    "orphans": case_orphans,
-    "unix-socket": case_unix_socket,
-    "pid1": case_pid1,
-    "concurrent-reload": case_concurrent_reload,
-    "forward-signal": case_forward_signal,
-    "leftovers": case_leftovers,
-    "help-man": case_help_man,
-    "max-draining": case_max_draining,
-    "starlet": case_starlet,
-    "gunicorn": case_gunicorn,
-    "hello-wrk": case_hello_wrk,
-}
-
-
-def main():
-    global ARGS
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--handoff", required=True)
-    ap.add_argument("--echo", required=True)
-    ap.add_argument("--hello")
-    ap.add_argument("case", choices=sorted(CASES))
-    ARGS = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix=f"it-sup-{ARGS.case}-")
-    # A hard bound on every case, whatever happens.
-    signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(Fail("case timed out (240 s)")))
-    signal.alarm(240)
-    try:
-        r = CASES[ARGS.case](tmp)
-        if r == SKIP:
-            print(f"SKIP {ARGS.case}")
-            return SKIP
-        print(f"PASS {ARGS.case}")
-        return 0
-    except Fail as e:
-        print(f"FAIL {ARGS.case}: {e}")
-        return 1
-    except Exception as e:  # noqa: BLE001 - an unexpected error fails the case
-        import traceback
-        traceback.print_exc()
-        print(f"FAIL {ARGS.case}: {type(e).__name__}: {e}")
-        return 1
-    finally:
-        signal.alarm(0)
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    T.main(globals(), paths=["handoff", "echo"], optional_paths=["hello"], timeout=300)

@@ -78,6 +78,8 @@ struct handoff {
     struct handoff__notifier notifier;
     unsigned generation;
     bool has_parent;
+    bool chain;              /* started by a handoff generation (handshake):
+                              * owns the unix socket paths it inherits */
     int ready_fd;            /* child side of the handshake, -1 if none */
     pid_t parent_pid;
 

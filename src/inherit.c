@@ -291,13 +291,18 @@ int handoff__inherit(handoff_t *h)
         handoff__log(h, HANDOFF_LOG_WARNING, "%s set without a matching LISTEN_PID; ignored",
                      HF_ENV_READY_FD);
     }
-    if (h->has_parent) {
+    /* The generation number is informational (events, STATUS=): a
+     * supervisor such as `handoff run` passes its own count without a
+     * handshake. Only a handshake parent makes this process part of a
+     * handoff chain, which owns the unix socket paths it inherits. */
+    {
         unsigned long g;
         v = getenv(HF_ENV_GENERATION);
-        if (v && parse_ulong(v, 1000000000UL, &g) == 0 && g > 1)
+        if (v && parse_ulong(v, 1000000000UL, &g) == 0 && g >= (h->has_parent ? 2 : 1))
             h->generation = (unsigned)g;
-        else
+        else if (h->has_parent)
             h->generation = 2;
+        h->chain = h->has_parent;
     }
     v = getenv(HF_ENV_NOTIFY_SOCKET);
     if (v && *v) {
@@ -329,7 +334,7 @@ void handoff__close_unclaimed(handoff_t *h)
             continue;
         /* Only a handoff chain owns the paths it inherits; a socket from
          * systemd or a supervisor keeps its file (see handoff__regs_free). */
-        if (h->generation > 1 &&
+        if (h->chain &&
             getsockname(e->fd, (struct sockaddr *)&sun, &len) == 0 && sun.sun_family == AF_UNIX &&
             len > offsetof(struct sockaddr_un, sun_path) && sun.sun_path[0] != '\0' &&
             getsockopt(e->fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &alen) == 0 && acc) {

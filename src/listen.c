@@ -301,7 +301,7 @@ int handoff_remove(handoff_t *h, const char *name)
     /* An inherited path stays while the parent may still serve on it (we
      * are not ready yet) or when it came from systemd or a supervisor. */
     if (reg->unix_path && !h->handed_over &&
-        (!reg->inherited || (h->generation > 1 && h->ready)))
+        (!reg->inherited || (h->chain && h->ready)))
         (void)unlink(reg->unix_path);
     free(reg->name);
     free(reg->unix_path);
@@ -347,7 +347,7 @@ void handoff__regs_free(handoff_t *h, bool unlink_paths)
 {
     for (size_t i = 0; i < h->nregs; i++) {
         struct hf_reg *r = &h->regs[i];
-        if (unlink_paths && r->unix_path && (!r->inherited || h->generation > 1))
+        if (unlink_paths && r->unix_path && (!r->inherited || h->chain))
             (void)unlink(r->unix_path);
         if (r->fd >= 0)
             (void)close(r->fd);

@@ -299,6 +299,42 @@ static void c_inherit_foreign(void)
 }
 static void test_inherit_foreign(void **s) { (void)s; in_child(c_inherit_foreign); }
 
+/* A supervisor (handoff run) passes its own generation number without a
+ * handshake: the number is reported, but the process is not part of a
+ * handoff chain, so the unix socket path it inherited stays at exit. */
+static void c_generation_from_supervisor(void)
+{
+    char dir[] = "/tmp/handoff-test-XXXXXX", sock[128], spec[140], pid[16];
+    CHECK(mkdtemp(dir));
+    snprintf(sock, sizeof sock, "%s/s", dir);
+    snprintf(spec, sizeof spec, "unix:%s", sock);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    strcpy(sun.sun_path, sock);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(bind(fd, (struct sockaddr *)&sun, sizeof sun) == 0 && listen(fd, 1) == 0);
+    place_at(fd, 3);
+    snprintf(pid, sizeof pid, "%d", getpid());
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDS", "1", 1);
+    setenv("HANDOFF_GENERATION", "5", 1);
+    handoff_t *h = mk(NULL);
+    CHECK(handoff_generation(h) == 5);
+    CHECK(handoff_has_parent(h) == 0);
+    CHECK(getenv("HANDOFF_GENERATION") == NULL);
+    CHECK(handoff_listen(h, "u", spec, NULL) == 3);
+    CHECK(handoff_ready(h) == 0);
+    handoff_free(h);
+    CHECK(access(sock, F_OK) == 0); /* the supervisor's, not ours */
+    /* Garbage is ignored: generation 1. */
+    setenv("HANDOFF_GENERATION", "0", 1);
+    h = mk(NULL);
+    CHECK(handoff_generation(h) == 1);
+    handoff_free(h);
+    unlink(sock);
+    rmdir(dir);
+}
+static void test_generation_from_supervisor(void **s) { (void)s; in_child(c_generation_from_supervisor); }
+
 /* ---- named fds ---- */
 static void c_named_fds(void)
 {
@@ -506,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_lifecycle),      cmocka_unit_test(test_listen),
         cmocka_unit_test(test_unix_stale),     cmocka_unit_test(test_inherit),
         cmocka_unit_test(test_inherit_unclaimed), cmocka_unit_test(test_inherit_foreign),
+        cmocka_unit_test(test_generation_from_supervisor),
         cmocka_unit_test(test_named_fds),      cmocka_unit_test(test_signals),
         cmocka_unit_test(test_shutdown),       cmocka_unit_test(test_hammer_and_forced),
         cmocka_unit_test(test_term_graceful_only),

@@ -758,6 +758,60 @@ def case_fd_limit(tmp):
         sup.kill()
 
 
+def full_backlog_socket(path):
+    """A unix stream socket at path that listens but never accepts, with
+    its backlog full: a connect() to it waits for room for ever."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(0)
+    held = []
+    for _ in range(64):
+        c = socket.socket(socket.AF_UNIX)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            c.close()
+            return srv, held
+        held.append(c)
+    raise Fail("could not fill the backlog of a unix socket")
+
+
+def case_control_backlog_full(tmp):
+    """A control socket path whose listener never accepts and has a full
+    backlog (a supervisor stopped with SIGSTOP, or flooded): `handoff
+    status/reload/stop --timeout 1` give up after a second with exit status 5
+    (connect() used to wait for ever), and `handoff run` with that --control
+    refuses at once (its stale-socket probe used to wait for ever)."""
+    path = os.path.join(tmp, "busy.sock")
+    srv, held = full_backlog_socket(path)
+    try:
+        for cmd in ("status", "reload", "stop"):
+            t0 = time.monotonic()
+            try:
+                r = subprocess.run([ARGS.handoff, cmd, "--control", path, "--timeout", "1"],
+                                   capture_output=True, text=True, timeout=20)
+            except subprocess.TimeoutExpired:
+                raise Fail(f"handoff {cmd} --timeout 1 still waiting after 20 s on a full backlog")
+            took = time.monotonic() - t0
+            log(f"handoff {cmd} --timeout 1: rc={r.returncode} after {took:.2f} s: {r.stderr.strip()}")
+            check(r.returncode == 5 and "no answer within 1.0 s" in r.stderr, f"{r.returncode} {r.stderr}")
+            check(0.8 < took < 10, f"took {took:.2f} s")
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run([ARGS.handoff, "run", "--control", path, "--ready-delay", "0.1", "--", "sleep", "30"],
+                               capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            raise Fail("handoff run still probing a control socket with a full backlog after 20 s")
+        log(f"handoff run on it: rc={r.returncode} after {time.monotonic() - t0:.2f} s: {r.stderr.strip()}")
+        check(r.returncode == 1 and "Address already in use" in r.stderr, f"{r.returncode} {r.stderr}")
+        check(os.path.exists(path), "the live socket was removed")
+    finally:
+        for c in held:
+            c.close()
+        srv.close()
+
+
 def setup(args):
     # The crashes these cases cause must not leave core files around.
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))

@@ -507,6 +507,75 @@ def case_notify_not_worker(tmp):
         sup.kill()
 
 
+def case_status_large(tmp):
+    """`handoff status` of 128 workers during a reload (256 processes) with
+    an 80 KB command line: the whole answer arrives, every line complete
+    (the supervisor used to cut it at 64 KB, mid-line, and the client then
+    reported that no answer came)."""
+    pad = [f"pad{i:03d}-" + "x" * 92 for i in range(800)]
+    sup = Supervisor(tmp, ["/bin/sh", "-c", "exec sleep 600", "sh", *pad],
+                     extra=["--workers", "128", "--ready-delay", "1.5", "--drain-timeout", "5"])
+    try:
+        sup.wait_ready(timeout=60)
+        result = {}
+
+        def reload():
+            result["r"] = sup.ctl("reload", timeout=60)
+        t = threading.Thread(target=reload)
+        t.start()
+        # Starting 128 processes takes a while in sanitizer builds (each
+        # fork copies large mappings): generous bounds.
+        wait_until(lambda: "generation 2: starting" in sup.ctl("status", timeout=60)[1], 60, "the reload to start")
+        rc, out, err = sup.ctl("status", timeout=60)
+        t.join(60)
+        log(f"status during the reload: rc={rc}, {len(out)} bytes, {out.count(chr(10))} lines {err.strip()}")
+        check(rc == 0, f"status failed ({rc}): {err}")
+        check(len(out) > 65536, f"only {len(out)} bytes")
+        lines = out.splitlines()
+        check(lines[0].startswith("supervisor: pid") and lines[-1].startswith("reloads: "), lines[-1][:200])
+        check(lines[1].endswith(pad[-1]), f"the command line is cut: ...{lines[1][-120:]}")
+        workers = [l for l in lines if re.match(r"  worker \d+: pid \d+, (ready|starting), up ", l)]
+        check(len(workers) == 256, f"{len(workers)} worker lines, expected 128 ready + 128 starting")
+        check(result["r"][0] == 0, f"reload: {result['r']}")
+    finally:
+        sup.kill()
+
+
+STATUS_WORKER = r"""
+import os, socket, time
+addr = os.environ["NOTIFY_SOCKET"]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+msg = "READY=1\nSTATUS=\x1b[2J\x1b]0;owned\x07red\x9b31m \u202eevil\u202c caf\u00e9 \\ \"q\" \r\x7f\xff"
+s.sendto(msg.encode("utf-8", "surrogateescape"), "\0" + addr[1:] if addr.startswith("@") else addr)
+time.sleep(600)
+"""
+
+
+def case_status_escape(tmp):
+    """A worker's STATUS= text reaches `handoff status` escaped: no escape
+    sequence, C1 control, bidirectional override or invalid UTF-8 gets to
+    the terminal (they used to, raw); printable UTF-8 is kept."""
+    script = os.path.join(tmp, "worker.py")
+    with open(script, "w") as f:
+        f.write(STATUS_WORKER.replace("\\xff", "\\udcff"))
+    sup = Supervisor(tmp, [sys.executable, script])
+    try:
+        sup.wait_ready()
+        r = subprocess.run([ARGS.handoff, "status", "--control", sup.control], capture_output=True, timeout=10)
+        check(r.returncode == 0, r.stderr)
+        out = r.stdout
+        line = [l for l in out.split(b"\n") if b"status \"" in l]
+        check(len(line) == 1, out)
+        log(f"worker line: {line[0].decode()}")
+        for bad in (b"\x1b", b"\x07", b"\r", b"\x7f", b"\xc2\x9b", "\u202e".encode(), b"\xff"):
+            check(bad not in out, f"{bad!r} reached the terminal: {line[0]!r}")
+        want = (b'status "\\x1b[2J\\x1b]0;owned\\x07red\\xc2\\x9b31m \\xe2\\x80\\xaeevil\\xe2\\x80\\xac '
+                + "caf\u00e9".encode() + b' \\\\ \\"q\\" \\r\\x7f\\xff"')
+        check(want in line[0], f"{line[0]!r}\nwanted {want!r}")
+    finally:
+        sup.kill()
+
+
 def case_stop_status(tmp):
     """SIGTERM stops every generation gracefully; the exit status is the
     worker's: 0 for echo, 128+9 for a command that ignores the stop signal
@@ -820,10 +889,14 @@ def case_leftovers(tmp):
 def case_concurrent_reload(tmp):
     """Reloads asked for during a reload wait for it, then share one reload
     of their own: every caller gets 0 once a generation that started after
-    its request is ready."""
+    its request is ready. Each generation is ready only once the case says
+    so (a file its --ready-command waits for), so no timing is assumed."""
     port = free_port()
+    flag = os.path.join(tmp, "ready-")
+    open(flag + "1", "w").close()
     sup = Supervisor(tmp, echo_cmd(port), listen=[f"127.0.0.1:{port}"],
-                     extra=["--nonblock", "--ready-delay", "0.6"])
+                     extra=["--nonblock", "--ready-command", f'test -e {flag}"$HANDOFF_GENERATION"',
+                            "--ready-interval", "0.05"])
     try:
         sup.wait_ready()
         results = {}
@@ -832,10 +905,14 @@ def case_concurrent_reload(tmp):
             results[k] = sup.ctl("reload")
         first = threading.Thread(target=reload, args=(0,))
         first.start()
-        wait_until(lambda: "generation 2: starting" in sup.status(), 5, "the first reload to start")
+        wait_until(lambda: "generation 2: starting" in sup.status(), 30, "the first reload to start")
         later = [threading.Thread(target=reload, args=(k,)) for k in (1, 2, 3)]
         for t in later:
             t.start()
+        wait_until(lambda: sup.log().count("control: reload from pid") == 4, 60, "the three later requests")
+        check("generation 2: starting" in sup.status(), "generation 2 became ready by itself")
+        open(flag + "2", "w").close()
+        open(flag + "3", "w").close()
         for t in [first] + later:
             t.join(30)
         log(f"answers: {[(k, v[0], v[1].strip()) for k, v in sorted(results.items())]}")

@@ -29,6 +29,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -40,8 +41,13 @@ struct conn {
     int fd;
     char in[128];
     size_t inlen;
-    uint64_t deadline;   /* must send its command by then */
+    uint64_t deadline;   /* must send its command (or read more of its answer) by then */
     uint64_t wait_seq;   /* waiting for this reload; 0 = not waiting */
+    pid_t pid;           /* the client, from SO_PEERCRED */
+    uid_t uid;
+    char *out;           /* the part of the answer the socket did not take yet */
+    size_t outlen, outoff;
+    bool closing;        /* answered: closed once out is sent */
 };
 
 struct control {
@@ -98,13 +104,17 @@ int control_open(const char *path, struct control **out, char *err, size_t errle
         (void)snprintf(err, errlen, "control socket %s: %s", path, strerror(-r));
         return r;
     }
-    /* Bind with a tight umask so the socket never exists with a looser
-     * mode, not even for an instant. */
+    /* The socket file gets its mode at bind() from the umask: 0600, never
+     * looser, not even for an instant. There is no chmod() by path after
+     * it: in a directory others can write, the path may be a symlink by
+     * then, and chmod() would follow it. (The supervisor runs no threads,
+     * so the process-wide umask is safe to switch.) */
     old = umask(0177);
     r = bind(fd, (struct sockaddr *)&sun, len);
     if (r < 0 && errno == EADDRINUSE) {
-        /* A socket nobody accepts on is stale (its supervisor died). */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        /* A socket nobody accepts on is stale (its supervisor died). The
+         * probe does not block: a full backlog (EAGAIN) is a live socket. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         struct stat st;
         if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, len) < 0 &&
             errno == ECONNREFUSED && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
@@ -118,8 +128,6 @@ int control_open(const char *path, struct control **out, char *err, size_t errle
     }
     r = r < 0 ? -errno : 0;
     (void)umask(old);
-    if (r == 0 && chmod(path, 0600) < 0)
-        r = -errno;
     if (r == 0 && listen(fd, 16) < 0)
         r = -errno;
     if (r < 0) {
@@ -155,6 +163,10 @@ static void conn_close(struct control *c, struct conn *k)
     k->fd = -1;
     k->inlen = 0;
     k->wait_seq = 0;
+    free(k->out);
+    k->out = NULL;
+    k->outlen = k->outoff = 0;
+    k->closing = false;
     refill_spare(c);
 }
 
@@ -189,32 +201,90 @@ void control_set_epoll(struct control *c, int epfd, uint64_t tag_listen, uint64_
     (void)epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &e);
 }
 
-/* Answers are small (the status is a few KB at most) and the socket
- * buffer is larger: one non-blocking send, and the connection is closed
- * right after. A client that stopped reading loses its answer. */
-static void reply(struct conn *k, const char *text)
+static void conn_events(struct control *c, struct conn *k, uint32_t events)
 {
-    size_t len = strlen(text), off = 0;
-    while (off < len) {
-        ssize_t n = send(k->fd, text + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+    struct epoll_event e = {.events = events, .data.u64 = c->tag_conn | (uint32_t)k->fd};
+    if (c->epfd >= 0)
+        (void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, k->fd, &e);
+}
+
+/* Sends what is left of the answer. 1 all sent, 0 some left (wait for
+ * EPOLLOUT), -1 the client is gone. */
+static int conn_flush(struct conn *k)
+{
+    while (k->outoff < k->outlen) {
+        ssize_t n = send(k->fd, k->out + k->outoff, k->outlen - k->outoff, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
         if (n <= 0)
-            return;
-        off += (size_t)n;
+            return -1;
+        k->outoff += (size_t)n;
+        k->deadline = handoff_now_usec() + IDLE_USEC; /* progress */
     }
+    return 1;
+}
+
+/* Queues text (len bytes) on the connection and sends what the socket
+ * takes now. An answer can be larger than the socket buffer (the status of
+ * hundreds of workers): the rest goes out on EPOLLOUT, and a client that
+ * reads nothing for IDLE_USEC loses it. */
+static void reply_len(struct control *c, struct conn *k, const char *text, size_t len)
+{
+    char *n;
+
+    if (k->closing || k->fd < 0)
+        return;
+    n = realloc(k->out, k->outlen + len);
+    if (!n) {
+        log_warn("control: out of memory for an answer; connection closed");
+        conn_close(c, k);
+        return;
+    }
+    k->out = n;
+    memcpy(k->out + k->outlen, text, len);
+    k->outlen += len;
+    k->deadline = handoff_now_usec() + IDLE_USEC;
+    if (conn_flush(k) == 0)
+        conn_events(c, k, EPOLLIN | EPOLLOUT | EPOLLRDHUP);
+}
+
+static void reply(struct control *c, struct conn *k, const char *text)
+{
+    reply_len(c, k, text, strlen(text));
+}
+
+/* The answer is complete: the connection closes once it is sent. */
+static void conn_done(struct control *c, struct conn *k)
+{
+    if (k->fd < 0)
+        return;
+    k->wait_seq = 0;
+    if (k->outoff >= k->outlen) {
+        conn_close(c, k);
+        return;
+    }
+    k->closing = true;
 }
 
 static void run_command(struct control *c, struct conn *k, const char *cmd)
 {
+    /* Who asked for what: reloads and stops are an audit trail; status is
+     * polled by monitoring, so only with -v. */
+    tool_log(strcmp(cmd, "status") == 0 ? LOG_DEBUG_ : LOG_INFO_, "control: %.16s%s from pid %ld (uid %ld)", cmd,
+             strlen(cmd) > 16 ? "..." : "", (long)k->pid, (long)k->uid);
     if (strcmp(cmd, "status") == 0) {
-        char *buf = malloc(65536);
-        if (!buf) {
-            reply(k, "ERR out of memory\n");
-        } else {
-            size_t n = sup_status(buf, 65536 - 8);
-            (void)snprintf(buf + n, 65536 - n, "OK\n");
-            reply(k, buf);
-            free(buf);
+        struct sbuf b = {0};
+        sup_status(&b);
+        sbuf_printf(&b, "OK\n");
+        if (b.oom) {
+            log_warn("control: out of memory for the status");
+            reply(c, k, "ERR out of memory\n");
         }
+        else
+            reply_len(c, k, b.p, b.len);
+        sbuf_free(&b);
     } else if (strcmp(cmd, "reload") == 0) {
         const char *why = NULL;
         uint64_t seq = sup_request_reload(&why);
@@ -225,16 +295,19 @@ static void run_command(struct control *c, struct conn *k, const char *cmd)
         }
         char line[256];
         (void)snprintf(line, sizeof line, "ERR %s\n", why ? why : "cannot reload");
-        reply(k, line);
+        reply(c, k, line);
     } else if (strcmp(cmd, "stop") == 0) {
-        reply(k, "OK stopping\n");
+        reply(c, k, "OK stopping\n");
         sup_request_stop();
     } else {
-        char line[200];
-        (void)snprintf(line, sizeof line, "ERR unknown command \"%.64s\"\n", cmd);
-        reply(k, line);
+        struct sbuf b = {0};
+        sbuf_printf(&b, "ERR unknown command \"");
+        sbuf_escaped(&b, cmd);
+        sbuf_printf(&b, "\"\n");
+        reply(c, k, b.oom ? "ERR unknown command\n" : b.p);
+        sbuf_free(&b);
     }
-    conn_close(c, k);
+    conn_done(c, k);
 }
 
 /* Closing a unix socket with unread data makes the peer's recv() fail
@@ -318,6 +391,8 @@ static void on_accept(struct control *c)
             continue;
         }
         k->fd = fd;
+        k->pid = cred.pid;
+        k->uid = cred.uid;
         k->inlen = 0;
         k->wait_seq = 0;
         k->deadline = handoff_now_usec() + IDLE_USEC;
@@ -331,6 +406,20 @@ static void on_conn(struct control *c, struct conn *k)
 {
     ssize_t n;
 
+    if (k->closing) {
+        /* Answered, and the rest of the answer waits for EPOLLOUT: send
+         * it; input is discarded. At EOF only EPOLLOUT is watched: a
+         * level-triggered EOF would wake the loop again and again. */
+        char tmp[256];
+        if (conn_flush(k) != 0) {
+            conn_close(c, k);
+            return;
+        }
+        n = recv(k->fd, tmp, sizeof tmp, MSG_DONTWAIT);
+        if (n == 0)
+            conn_events(c, k, EPOLLOUT);
+        return;
+    }
     if (k->wait_seq) {
         /* A waiting client only ever sends EOF (it gave up). */
         char tmp[64];
@@ -351,8 +440,8 @@ static void on_conn(struct control *c, struct conn *k)
     char *nl = strchr(k->in, '\n');
     if (!nl) {
         if (k->inlen == sizeof k->in - 1) {
-            reply(k, "ERR command too long\n");
-            conn_close(c, k);
+            reply(c, k, "ERR command too long\n");
+            conn_done(c, k);
         }
         return;
     }
@@ -391,44 +480,124 @@ void control_on_timer(struct control *c, uint64_t now)
     for (int i = 0; c && i < MAX_CONNS; i++) {
         struct conn *k = &c->conns[i];
         if (k->fd >= 0 && k->deadline <= now) {
-            reply(k, "ERR no command received\n");
-            conn_close(c, k);
+            if (k->outoff < k->outlen) {
+                conn_close(c, k); /* it stopped reading its answer */
+                continue;
+            }
+            reply(c, k, "ERR no command received\n");
+            conn_done(c, k);
         }
     }
 }
 
 void control_reload_done(struct control *c, uint64_t seq, bool ok, const char *msg)
 {
-    char line[600];
+    struct sbuf b = {0};
+    bool waiting = false;
 
-    (void)snprintf(line, sizeof line, "%s %s\n", ok ? "OK" : "ERR", msg);
+    for (int i = 0; c && i < MAX_CONNS; i++)
+        waiting |= c->conns[i].fd >= 0 && c->conns[i].wait_seq == seq;
+    if (!waiting)
+        return;
+    /* One line, whatever the message holds (it may quote a path). */
+    sbuf_printf(&b, "%s ", ok ? "OK" : "ERR");
+    sbuf_text(&b, msg);
+    sbuf_printf(&b, "\n");
+    if (b.oom)
+        log_warn("control: out of memory for the answer to reload %llu", (unsigned long long)seq);
     for (int i = 0; c && i < MAX_CONNS; i++) {
         struct conn *k = &c->conns[i];
         if (k->fd >= 0 && k->wait_seq == seq) {
-            reply(k, line);
-            conn_close(c, k);
+            reply(c, k, b.oom ? (ok ? "OK\n" : "ERR (out of memory for the message)\n") : b.p);
+            conn_done(c, k);
         }
     }
+    sbuf_free(&b);
 }
 
 /* ---- client ---- */
+
+/* Client side: the answer can be large (the status of hundreds of
+ * workers), so it is kept whole in memory, up to MAX_ANSWER, and only
+ * then split into data and the verdict (its last line). */
+#define MAX_ANSWER (64u << 20)
+
+/* Writes text to f with any control byte left (an older supervisor does
+ * not escape what workers report) shown as '?'. */
+static void print_clean(FILE *f, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        (void)putc((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f ? '?' : ch, f);
+    }
+}
+
+/* Prints the data lines of an answer and returns the exit code its last
+ * line (the verdict) stands for. */
+static int client_verdict(char *buf, size_t got, const char *cmd, const char *path, int send_err)
+{
+    while (got > 0 && buf[got - 1] == '\n')
+        buf[--got] = '\0';
+    char *last = memrchr(buf, '\n', got);
+    last = last ? last + 1 : buf;
+    if (last > buf)
+        print_clean(stdout, buf, (size_t)(last - buf));
+    if (strncmp(last, "OK", 2) == 0) {
+        if (last[2] == ' ' && last[3]) {
+            print_clean(stdout, last + 3, strlen(last + 3));
+            (void)putchar('\n');
+        }
+        return EXIT_OK;
+    }
+    if (strncmp(last, "DENIED ", 7) == 0) {
+        (void)fprintf(stderr, "handoff: %s: ", cmd);
+        print_clean(stderr, last + 7, strlen(last + 7));
+        (void)putc('\n', stderr);
+        return EXIT_REFUSED;
+    }
+    if (strncmp(last, "ERR ", 4) == 0) {
+        (void)fprintf(stderr, "handoff: %s failed: ", cmd);
+        print_clean(stderr, last + 4, strlen(last + 4));
+        (void)putc('\n', stderr);
+        return EXIT_FAILED;
+    }
+    if (send_err) {
+        (void)fprintf(stderr, "handoff: %s: %s\n", path, strerror(send_err));
+        return EXIT_NOCONNECT;
+    }
+    (void)fprintf(stderr, "handoff: %s: the supervisor closed the connection without an answer\n", cmd);
+    return EXIT_FAILED;
+}
 
 int control_client(const char *path, const char *cmd, uint64_t timeout)
 {
     struct sockaddr_un sun;
     socklen_t len;
-    char buf[65536] = "", line[160];
-    size_t got = 0;
+    char line[160];
+    struct sbuf ans = {0};
     uint64_t deadline = timeout ? handoff_now_usec() + timeout : UINT64_MAX;
-    int fd, send_err = 0;
+    int fd, send_err = 0, code;
 
     if (unix_addr(path, &sun, &len) < 0) {
         (void)fprintf(stderr, "handoff: control socket path \"%s\" is too long\n", path);
         return EXIT_USAGE;
     }
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* connect() to a unix socket whose backlog is full (a supervisor that
+     * is stopped, or flooded) waits for room, bounded by SO_SNDTIMEO only;
+     * so do the sends. */
+    if (fd >= 0 && timeout) {
+        struct timeval tv = {.tv_sec = (time_t)(timeout / 1000000), .tv_usec = (suseconds_t)(timeout % 1000000)};
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
     if (fd < 0 || connect(fd, (struct sockaddr *)&sun, len) < 0) {
         int e = errno;
+        if (e == EAGAIN && timeout) {
+            (void)fprintf(stderr, "handoff: no answer within %.1f s: %s accepts no connection (its backlog is full)\n",
+                          (double)timeout / 1e6, path);
+            (void)close(fd);
+            return EXIT_TIMEOUT;
+        }
         (void)fprintf(stderr, "handoff: cannot connect to %s: %s%s\n", path, strerror(e),
                       e == ENOENT || e == ECONNREFUSED ? " (is `handoff run` running? see --control/--name)" : "");
         if (fd >= 0)
@@ -449,6 +618,7 @@ int control_client(const char *path, const char *cmd, uint64_t timeout)
                 (void)fprintf(stderr, "handoff: no answer within %.1f s (a reload goes on regardless)\n",
                               (double)timeout / 1e6);
                 (void)close(fd);
+                sbuf_free(&ans);
                 return EXIT_TIMEOUT;
             }
             ms = (int)((deadline - now + 999) / 1000);
@@ -458,40 +628,28 @@ int control_client(const char *path, const char *cmd, uint64_t timeout)
             break;
         if (r <= 0)
             continue;
-        ssize_t n = recv(fd, buf + got, sizeof buf - 1 - got, 0);
-        if (n <= 0 || got + (size_t)n >= sizeof buf - 1) {
-            if (n > 0)
-                got += (size_t)n;
+        char chunk[16384];
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
             break;
+        if (ans.len + (size_t)n > MAX_ANSWER) {
+            (void)fprintf(stderr, "handoff: %s: the answer is longer than %u MB; giving up\n", cmd, MAX_ANSWER >> 20);
+            (void)close(fd);
+            sbuf_free(&ans);
+            return EXIT_FAILED;
         }
-        got += (size_t)n;
+        sbuf_append(&ans, chunk, (size_t)n);
+        if (ans.oom) {
+            (void)fprintf(stderr, "handoff: %s: out of memory for the answer\n", cmd);
+            (void)close(fd);
+            sbuf_free(&ans);
+            return EXIT_FAILED;
+        }
     }
     (void)close(fd);
-    buf[got] = '\0';
-    /* The last line is the verdict; everything before it is data. */
-    while (got > 0 && buf[got - 1] == '\n')
-        buf[--got] = '\0';
-    char *last = strrchr(buf, '\n');
-    last = last ? last + 1 : buf;
-    if (last > buf)
-        (void)fwrite(buf, 1, (size_t)(last - buf), stdout);
-    if (strncmp(last, "OK", 2) == 0) {
-        if (last[2] == ' ' && last[3])
-            (void)printf("%s\n", last + 3);
-        return EXIT_OK;
-    }
-    if (strncmp(last, "DENIED ", 7) == 0) {
-        (void)fprintf(stderr, "handoff: %s: %s\n", cmd, last + 7);
-        return EXIT_REFUSED;
-    }
-    if (strncmp(last, "ERR ", 4) == 0) {
-        (void)fprintf(stderr, "handoff: %s failed: %s\n", cmd, last + 4);
-        return EXIT_FAILED;
-    }
-    if (send_err) {
-        (void)fprintf(stderr, "handoff: %s: %s\n", path, strerror(send_err));
-        return EXIT_NOCONNECT;
-    }
-    (void)fprintf(stderr, "handoff: %s: the supervisor closed the connection without an answer\n", cmd);
-    return EXIT_FAILED;
+    code = client_verdict(ans.p ? ans.p : "", ans.len, cmd, path, send_err);
+    sbuf_free(&ans);
+    return code;
 }

@@ -99,6 +99,24 @@ void tool_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 
 #define log_info(...) tool_log(LOG_INFO_, __VA_ARGS__)
 #define log_debug(...) tool_log(LOG_DEBUG_, __VA_ARGS__)
 
+/* A growable string. A failed allocation sets oom and drops what follows;
+ * p is NUL-terminated whenever it is not NULL. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+void sbuf_append(struct sbuf *b, const char *p, size_t n);
+void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s with every byte that could act on a terminal escaped: C0 and
+ * C1 controls, DEL, invalid UTF-8, bidirectional and line-separator code
+ * points (as \xNN, \t, \r, \n), and '\\' and '"'. Valid printable
+ * UTF-8 is kept. */
+void sbuf_escaped(struct sbuf *b, const char *s);
+/* The same for a message that is not between quotes: '\\' and '"' kept. */
+void sbuf_text(struct sbuf *b, const char *s);
+void sbuf_free(struct sbuf *b);
+
 /* Parses "1.5", "250ms", "2s", "1m" into microseconds. 0 or -EINVAL. */
 int parse_duration(const char *s, uint64_t *out);
 /* "38 ms", "2.5 s", "3m12s" */
@@ -203,8 +221,8 @@ int control_client(const char *path, const char *cmd, uint64_t timeout);
 /* Asks for a reload; returns the sequence number the caller's answer will
  * carry, or 0 with *why set when no reload can run (stopping). */
 uint64_t sup_request_reload(const char **why);
-/* Writes the status text (several lines, each ending in '\n'). */
-size_t sup_status(char *buf, size_t len);
+/* Appends the status text (several lines, each ending in '\n'). */
+void sup_status(struct sbuf *b);
 void sup_request_stop(void);
 /* `handoff run`. Returns the exit code. */
 int sup_run(struct config *cfg);

@@ -46,6 +46,140 @@ void tool_log(int level, const char *fmt, ...)
     (void)fprintf(stderr, "%s\n", line);
 }
 
+static bool sbuf_grow(struct sbuf *b, size_t more)
+{
+    size_t cap;
+    char *n;
+
+    if (b->oom)
+        return false;
+    if (b->len + more + 1 <= b->cap)
+        return true;
+    cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    n = realloc(b->p, cap);
+    if (!n) {
+        b->oom = true;
+        return false;
+    }
+    b->p = n;
+    b->cap = cap;
+    return true;
+}
+
+void sbuf_append(struct sbuf *b, const char *p, size_t n)
+{
+    if (!sbuf_grow(b, n))
+        return;
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void sbuf_printf(struct sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (!sbuf_grow(b, 128))
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= b->cap - b->len) {
+        if (!sbuf_grow(b, (size_t)n))
+            return;
+        va_start(ap, fmt);
+        (void)vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
+        va_end(ap);
+    }
+    b->len += (size_t)n;
+}
+
+/* The length of the valid UTF-8 sequence at s (2 to 4 bytes) encoding a
+ * printable code point, or 0. */
+static size_t utf8_printable(const unsigned char *s)
+{
+    uint32_t cp;
+    size_t n;
+
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        n = 2;
+        cp = s[0] & 0x1fu;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        cp = s[0] & 0x0fu;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        cp = s[0] & 0x07u;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || /* overlong */
+        (cp >= 0xd800 && cp <= 0xdfff) ||                                       /* surrogates */
+        cp <= 0x9f ||                                                            /* C1 controls */
+        cp == 0x61c || cp == 0x200e || cp == 0x200f || (cp >= 0x2028 && cp <= 0x202e) ||       /* bidi, separators */
+        (cp >= 0x2066 && cp <= 0x2069))
+        return 0;
+    return n;
+}
+
+static void escaped(struct sbuf *b, const char *str, bool quoted)
+{
+    const unsigned char *s = (const unsigned char *)str;
+
+    while (*s) {
+        size_t n;
+        if (*s >= 0x20 && *s < 0x7f && ((*s != '\\' && *s != '"') || !quoted)) {
+            if (!sbuf_grow(b, 1))
+                return;
+            b->p[b->len++] = (char)*s++;
+            b->p[b->len] = '\0';
+        } else if (*s >= 0x80 && (n = utf8_printable(s)) > 0) {
+            if (!sbuf_grow(b, n))
+                return;
+            memcpy(b->p + b->len, s, n);
+            b->len += n;
+            b->p[b->len] = '\0';
+            s += n;
+        } else {
+            switch (*s) {
+            case '\\': sbuf_printf(b, "\\\\"); break;
+            case '"': sbuf_printf(b, "\\\""); break;
+            case '\t': sbuf_printf(b, "\\t"); break;
+            case '\r': sbuf_printf(b, "\\r"); break;
+            case '\n': sbuf_printf(b, "\\n"); break;
+            default: sbuf_printf(b, "\\x%02x", *s); break;
+            }
+            s++;
+        }
+    }
+}
+
+void sbuf_escaped(struct sbuf *b, const char *s)
+{
+    escaped(b, s, true);
+}
+
+void sbuf_text(struct sbuf *b, const char *s)
+{
+    escaped(b, s, false);
+}
+
+void sbuf_free(struct sbuf *b)
+{
+    free(b->p);
+    *b = (struct sbuf){0};
+}
+
 int parse_duration(const char *s, uint64_t *out)
 {
     char *end;

@@ -54,7 +54,7 @@ class Supervisor:
                 raise Fail(f"supervisor exited early with {self.proc.returncode}:\n{self.log()}")
             if not os.path.exists(self.control):
                 return False
-            rc, out, _ = self.ctl("status", timeout=10)
+            rc, out, _ = self.ctl("status", timeout=max(10, timeout))
             return rc == 0 and "supervisor: pid" in out and ", ready" in out.splitlines()[0]
         wait_until(ready, timeout, "the supervisor to be ready")
 

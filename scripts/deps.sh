@@ -1,14 +1,26 @@
 #!/bin/sh
-# Installs the Debian 12 packages handoff needs to build, test and benchmark.
-# Idempotent; run as root (the README's quick start does).
+# Installs every Debian 12 package that building, testing (scripts/test.sh:
+# the suites, lint, valgrind, the fuzzers), the demo and the benchmarks
+# call. Idempotent: installs only what is missing. Run as root (the
+# README's quick start does) on Debian 12 (bookworm); nothing else needs
+# to be installed first.
 set -eu
-PKGS="cmake ninja-build gcc clang pkg-config python3 curl openssl
-      libssl-dev libcmocka-dev libclang-rt-14-dev
-      wrk nginx systemd valgrind libserver-starter-perl libuv1-dev libevent-dev mandoc haproxy gnuplot-nox
-      starlet gunicorn util-linux
-      libnghttp2-dev nghttp2-client python3-h2 h2o"
+# build: compilers, CMake/Ninja, the libraries the code links with
+BUILD="cmake ninja-build make gcc clang libclang-rt-14-dev binutils pkg-config
+       libssl-dev libnghttp2-dev libuv1-dev libevent-dev"
+# tests: cmocka, python3 (+ h2 for HTTP/2 clients), the tools the cases run
+# (openssl, curl, wrk, h2load/nghttp, setpriv/unshare/prlimit, ss, pkill,
+# systemd-socket-activate, start_server, man pages), real servers under
+# `handoff run` (Starlet, gunicorn, redis, lighttpd, h2o, memcached)
+TEST="libcmocka-dev python3 python3-h2 openssl curl wrk nghttp2-client nghttp2-server
+      util-linux iproute2 procps systemd libserver-starter-perl mandoc
+      starlet gunicorn redis-server redis-tools lighttpd h2o memcached"
+# scripts/lint.sh and the memcheck step of scripts/test.sh
+LINT="clang-tidy cppcheck valgrind"
+# bench/: the peers and the plots
+BENCH="nginx haproxy gnuplot-nox"
 missing=""
-for p in $PKGS; do
+for p in $BUILD $TEST $LINT $BENCH; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then

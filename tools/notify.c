@@ -288,35 +288,3 @@ int notify_read(int fd, struct notify_msg *m)
     }
     return 1;
 }
-
-static pid_t parent_of(pid_t pid)
-{
-    char path[64], buf[512];
-    ssize_t n;
-    int fd;
-
-    (void)snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    n = read(fd, buf, sizeof buf - 1);
-    (void)close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    /* "pid (comm) state ppid ...": comm may contain spaces and ')'. */
-    char *rp = strrchr(buf, ')');
-    if (!rp || rp[1] != ' ' || !rp[2] || rp[3] != ' ')
-        return -1;
-    return (pid_t)strtol(rp + 4, NULL, 10);
-}
-
-bool pid_descends_from(pid_t pid, pid_t ancestor)
-{
-    for (int depth = 0; depth < 64 && pid > 1; depth++) {
-        if (pid == ancestor)
-            return true;
-        pid = parent_of(pid);
-    }
-    return false;
-}

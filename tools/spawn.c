@@ -270,7 +270,7 @@ pid_t spawn_worker(char *const *argv, const struct listener *ls, int n, const ch
         names += strlen(ls[i].name) + 1;
         starter += strlen(ls[i].starter) + 8;
     }
-    if (plan_env(&p, 8) < 0 || !(buf = malloc(names + starter)))
+    if (plan_env(&p, 9) < 0 || !(buf = malloc(names + starter)))
         goto oom;
     if (n > 0) {
         q = buf;
@@ -287,8 +287,11 @@ pid_t spawn_worker(char *const *argv, const struct listener *ls, int n, const ch
     for (int i = 0; i < n; i++)
         if (ls[i].starter[0])
             q += sprintf(q, "%s%s=%d", q > buf ? ";" : "", ls[i].starter, HANDOFF_LISTEN_FDS_START + i);
+    /* The generation number twice: Server::Starter's variable, and
+     * libhandoff's, so that a libhandoff server reports it (STATUS=). */
     if (plan_push(&p, "SERVER_STARTER_PORT=%s", buf) < 0 ||
-        plan_push(&p, "SERVER_STARTER_GENERATION=%u", gen) < 0)
+        plan_push(&p, "SERVER_STARTER_GENERATION=%u", gen) < 0 ||
+        plan_push(&p, "HANDOFF_GENERATION=%u", gen) < 0)
         goto oom;
     if (notify_path && plan_push(&p, "NOTIFY_SOCKET=%s", notify_path) < 0)
         goto oom;

@@ -479,6 +479,51 @@ uint64_t sup_request_reload(const char **why)
 
 /* ---- signals ---- */
 
+/* Signals whose default action is to be ignored: forwarding them can
+ * never hurt a worker. */
+static bool default_ignored(int signo)
+{
+    return signo == SIGCHLD || signo == SIGCONT || signo == SIGURG || signo == SIGWINCH;
+}
+
+/* A forwarded signal goes to every current worker that handles it
+ * (catches, ignores or blocks it: /proc), never to one that would take its
+ * default action and die (or stop) of it: `kill -USR1 <supervisor>` must
+ * not take the service down. */
+static void forward_signal(int signo, pid_t from)
+{
+    unsigned sent = 0, skipped = 0;
+    char nm[96];
+
+    for (int j = 0; j < S.cfg->workers; j++) {
+        struct proc *p = S.slots[j].cur;
+        if (!p || !p->alive)
+            continue;
+        if (!default_ignored(signo) && !proc_handles_signal(p->pid, signo)) {
+            skipped++;
+            log_warn("not forwarding SIG%s to %s: it does not handle it and would %s", signal_name(signo),
+                     wname(p, nm, sizeof nm),
+                     signo == SIGTSTP || signo == SIGTTIN || signo == SIGTTOU ? "stop" : "die");
+            continue;
+        }
+        if (kill(p->pid, signo) == 0)
+            sent++;
+    }
+    log_info("SIG%s from pid %ld: forwarded to %u process%s%s", signal_name(signo), (long)from, sent,
+             sent == 1 ? "" : "es", skipped ? " (not to those that do not handle it)" : "");
+}
+
+/* Signals whose default action would end (or core-dump) the supervisor
+ * and that only ever come from someone's kill: read from the signalfd
+ * and logged, never fatal. (Faults - SEGV, BUS, ILL, FPE, ABRT, TRAP, SYS
+ * - keep their default action.) */
+static const int stray_signals[] = {
+    SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGXCPU, SIGXFSZ, SIGWINCH,
+#ifdef SIGSTKFLT
+    SIGSTKFLT,
+#endif
+};
+
 static void on_signals(uint64_t now)
 {
     struct signalfd_siginfo si[16];
@@ -497,14 +542,11 @@ static void on_signals(uint64_t now)
                     log_warn("SIGHUP ignored: %s", why);
             } else if (signo == SIGTERM || signo == SIGINT || signo == SIGQUIT) {
                 begin_stop(signo, now);
+            } else if (signo < 64 && (S.cfg->forward & ((uint64_t)1 << signo))) {
+                forward_signal(signo, (pid_t)si[i].ssi_pid);
             } else {
-                unsigned k = 0;
-                for (int j = 0; j < S.cfg->workers; j++) {
-                    struct proc *p = S.slots[j].cur;
-                    if (p && p->alive && kill(p->pid, signo) == 0)
-                        k++;
-                }
-                log_info("forwarded SIG%s to %u process%s", signal_name(signo), k, k == 1 ? "" : "es");
+                log_info("SIG%s from pid %ld ignored (not forwarded: see --forward)", signal_name(signo),
+                         (long)si[i].ssi_pid);
             }
         }
     }
@@ -520,6 +562,10 @@ static int signals_setup(void)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGQUIT);
     sigaddset(&set, SIGCHLD);
+    for (size_t i = 0; i < sizeof stray_signals / sizeof stray_signals[0]; i++)
+        sigaddset(&set, stray_signals[i]);
+    for (int s = SIGRTMIN; s <= SIGRTMAX; s++)
+        sigaddset(&set, s);
     for (int s = 1; s < 64; s++)
         if (S.cfg->forward & ((uint64_t)1 << s))
             sigaddset(&set, s);

@@ -187,8 +187,7 @@ struct notify_msg {
 /* Reads one datagram. Returns 1 with *m filled, 0 if nothing pending or
  * the message carried no credentials, -errno on error. */
 int notify_read(int fd, struct notify_msg *m);
-/* True if pid is ancestor or one of its descendants (through /proc). */
-bool pid_descends_from(pid_t pid, pid_t ancestor);
+
 /* The supervisor's own sd_notify, to systemd's NOTIFY_SOCKET (path):
  * sd_open() checks the address and makes the (non-blocking) socket, 0 or
  * -errno; sd_send() returns 1 sent, 0 without a socket, or -errno (EAGAIN:
@@ -196,6 +195,13 @@ bool pid_descends_from(pid_t pid, pid_t ancestor);
 int sd_open(const char *path);
 int sd_send(const char *msg);
 void sd_close(void);
+
+/* ---- procfs.c ---- */
+/* True if pid is ancestor or one of its descendants (through /proc). */
+bool pid_descends_from(pid_t pid, pid_t ancestor);
+/* True if signo would not take its default action in pid: it is caught or
+ * ignored, or every thread blocks it (read through a signalfd). */
+bool proc_handles_signal(pid_t pid, int signo);
 
 /* ---- control.c ---- */
 struct control;

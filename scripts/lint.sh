@@ -1,7 +1,9 @@
 #!/bin/sh
 # Static analysis with the checked-in configuration: cppcheck and
 # clang-tidy (.clang-tidy) over the library, the HTTP module, the tool and
-# the examples. Exits non-zero on any finding.
+# the examples, then the structure (scripts/check-structure.py: the layers
+# of src/, src/shared/, src/http/ and tools/, cycles between files, files
+# over 600 lines without a reason). Exits non-zero on any finding.
 set -eu
 cd "$(dirname "$0")/.."
 b=build-lint
@@ -21,5 +23,17 @@ out=$(clang-tidy --quiet -p "$b" $files 2>&1 | grep -E "(error|warning):" || tru
 if [ -n "$out" ]; then
     echo "$out" >&2
     exit 1
+fi
+echo "=== structure (scripts/check-structure.py)" >&2
+# STRUCTURE_MUST_PASS=0 while issue 9's cycles are being removed: the
+# report is printed, but does not fail lint. The lead sets it to 1 once
+# main is clean.
+STRUCTURE_MUST_PASS=0
+if ! scripts/check-structure.py --build "$b"; then
+    if [ "$STRUCTURE_MUST_PASS" = 1 ]; then
+        exit 1
+    fi
+    echo "lint: cppcheck and clang-tidy clean; the structure is not (above), which does not fail lint until STRUCTURE_MUST_PASS=1" >&2
+    exit 0
 fi
 echo "lint: clean" >&2

@@ -1,60 +1,96 @@
 #!/bin/sh
-# The whole test suite: installs what it needs, then builds and tests
-#  1. gcc, warnings as errors;
-#  2. clang, warnings as errors, ASan+UBSan;
-#  3. clang, ThreadSanitizer (the HTTP module is threaded);
-#  4. clang-tidy and cppcheck (scripts/lint.sh), then valgrind memcheck
-#     over the unit tests;
-#  5. every libFuzzer harness for 60 s (HANDOFF_FUZZ_SECONDS);
-#  6. an install into a temporary prefix, and a program built against it
-#     with pkg-config alone.
-# Usage: scripts/test.sh [quick]   (quick: step 1 only)
+# The whole test suite (CI runs it: .ci/run). Installs what it needs
+# (scripts/deps.sh), then runs these stages, each timed:
+#  gcc    gcc, warnings as errors: build, then every ctest case (unit,
+#         integration, man page examples, the dependency check);
+#  asan   clang, warnings as errors, ASan+UBSan: the same cases;
+#  tsan   clang, ThreadSanitizer (the HTTP module is threaded): the same;
+#  lint   clang-tidy, cppcheck and the structure report (scripts/lint.sh);
+#  memcheck  valgrind over the unit tests of the gcc build;
+#  fuzz   every libFuzzer harness for HANDOFF_FUZZ_SECONDS (60) seconds;
+#  install   an install into a temporary prefix, and a program built
+#         against it with pkg-config alone.
+# A failing stage does not stop the others; the summary at the end lists
+# each stage's result and time, and the exit status is 1 if any failed.
+# Usage: scripts/test.sh [quick]   (quick: the gcc stage only)
 set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 JOBS=$(nproc)
-run_suite() { # name, cmake args...
+SUMMARY=$(mktemp /tmp/handoff-test-summary.XXXXXX)
+trap 'rm -f "$SUMMARY"' EXIT
+T0=$(date +%s)
+
+stage() { # name, command...: runs it, records ok/FAILED and the time
     name=$1; shift
     echo "=== $name" >&2
-    cmake -S . -B "build-$name" -G Ninja -DHANDOFF_WERROR=ON "$@" >/dev/null
-    cmake --build "build-$name" -j "$JOBS"
-    (cd "build-$name" && ctest --output-on-failure -j "$JOBS" --timeout 600)
+    s=$(date +%s)
+    if "$@"; then r=ok; else r=FAILED; fi
+    t=$(( $(date +%s) - s ))
+    printf '%-9s %-7s %3dm%02ds\n' "$name" "$r" $((t / 60)) $((t % 60)) >>"$SUMMARY"
 }
-run_suite gcc -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo
-[ "${1:-}" = quick ] && exit 0
-run_suite asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
-    -DHANDOFF_SANITIZE=address,undefined
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
-    run_suite tsan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DHANDOFF_SANITIZE=thread
 
-echo "=== lint (clang-tidy, cppcheck)" >&2
-scripts/lint.sh
+finish() {
+    t=$(( $(date +%s) - T0 ))
+    echo "=== summary (stage, result, wall time; $JOBS CPUs)" >&2
+    cat "$SUMMARY" >&2
+    printf 'total              %3dm%02ds\n' $((t / 60)) $((t % 60)) >&2
+    if grep -q FAILED "$SUMMARY"; then
+        echo "some stages FAILED" >&2
+        exit 1
+    fi
+    echo "all stages passed" >&2
+    exit 0
+}
 
-echo "=== valgrind memcheck (unit tests)" >&2
-for t in build-gcc/tests/test-*; do
-    [ -x "$t" ] || continue
-    case "$t" in */test-alloc) continue ;; esac  # --wrap'd allocator: see ASan run
-    valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
-        --track-fds=no "$t" >/dev/null
-    echo "valgrind: $(basename "$t") clean" >&2
-done
+suite() { # name, cmake args...: build, then every ctest case
+    name=$1; shift
+    cmake -S . -B "build-$name" -G Ninja -DHANDOFF_WERROR=ON "$@" >/dev/null &&
+        cmake --build "build-$name" -j "$JOBS" &&
+        (cd "build-$name" && ctest --output-on-failure -j "$JOBS" --timeout 600)
+}
 
-echo "=== fuzz (libFuzzer, ${HANDOFF_FUZZ_SECONDS:-60} s per harness)" >&2
-cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DHANDOFF_FUZZ=ON \
-    -DHANDOFF_FUZZ_SECONDS="${HANDOFF_FUZZ_SECONDS:-60}" >/dev/null
-cmake --build build-fuzz -j "$JOBS" --target $(ls fuzz/fuzz-*.c | sed 's|fuzz/||; s|\.c$||')
-(cd build-fuzz && ctest -L fuzz -j "$JOBS" --output-on-failure)
+tsan_suite() (
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+    export TSAN_OPTIONS
+    suite tsan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHANDOFF_SANITIZE=thread
+)
 
-echo "=== install + pkg-config" >&2
-prefix=$(mktemp -d /tmp/handoff-prefix.XXXXXX)
-cmake --install build-gcc --prefix "$prefix" >/dev/null
-for f in include/handoff.h include/handoff/http.h bin/handoff share/man/man1/handoff.1 \
-         share/man/man3/handoff.3 share/man/man3/handoff_listen.3 share/man/man3/handoff_http.3; do
-    [ -e "$prefix/$f" ] || { echo "install: $f missing" >&2; exit 1; }
-done
-"$prefix/bin/handoff" --help >/dev/null
-cat > "$prefix/consumer.c" <<'C'
+memcheck() {
+    [ -d build-gcc/tests ] || return 1
+    rc=0
+    for t in build-gcc/tests/test-*; do
+        [ -x "$t" ] || continue
+        case "$t" in */test-alloc) continue ;; esac  # --wrap'd allocator: see the ASan stage
+        if valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+            --track-fds=no "$t" >/dev/null; then
+            echo "valgrind: $(basename "$t") clean" >&2
+        else
+            echo "valgrind: $(basename "$t") FAILED" >&2
+            rc=1
+        fi
+    done
+    return "$rc"
+}
+
+# shellcheck disable=SC2046  # the target names are plain words
+fuzz() {
+    cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DHANDOFF_FUZZ=ON \
+        -DHANDOFF_FUZZ_SECONDS="${HANDOFF_FUZZ_SECONDS:-60}" >/dev/null &&
+        cmake --build build-fuzz -j "$JOBS" --target $(ls fuzz/fuzz-*.c | sed 's|fuzz/||; s|\.c$||') &&
+        (cd build-fuzz && ctest -L fuzz -j "$JOBS" --output-on-failure)
+}
+
+install_check() {
+    [ -d build-gcc ] || return 1
+    prefix=$(mktemp -d /tmp/handoff-prefix.XXXXXX)
+    cmake --install build-gcc --prefix "$prefix" >/dev/null || return 1
+    for f in include/handoff.h include/handoff/http.h bin/handoff share/man/man1/handoff.1 \
+             share/man/man3/handoff.3 share/man/man3/handoff_listen.3 share/man/man3/handoff_http.3; do
+        [ -e "$prefix/$f" ] || { echo "install: $f missing" >&2; return 1; }
+    done
+    "$prefix/bin/handoff" --help >/dev/null || return 1
+    cat > "$prefix/consumer.c" <<'C'
 #include <handoff.h>
 #include <handoff/http.h>
 #include <stdio.h>
@@ -70,8 +106,21 @@ int main(void) {
     return r != 0;
 }
 C
-PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/x86_64-linux-gnu/pkgconfig" \
-    sh -c 'cc -Wall -Werror -o "$1/consumer" "$1/consumer.c" $(pkg-config --cflags --libs handoff-http handoff) -Wl,-rpath,"$(pkg-config --variable=libdir handoff)"' _ "$prefix"
-"$prefix/consumer"
-rm -rf "$prefix"
-echo "all suites passed" >&2
+    PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/x86_64-linux-gnu/pkgconfig" \
+        sh -c 'cc -Wall -Werror -o "$1/consumer" "$1/consumer.c" $(pkg-config --cflags --libs handoff-http handoff) -Wl,-rpath,"$(pkg-config --variable=libdir handoff)"' _ "$prefix" &&
+        "$prefix/consumer"
+    rc=$?
+    rm -rf "$prefix"
+    return "$rc"
+}
+
+stage gcc suite gcc -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo
+[ "${1:-}" = quick ] && finish
+stage asan suite asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+    -DHANDOFF_SANITIZE=address,undefined
+stage tsan tsan_suite
+stage lint scripts/lint.sh
+stage memcheck memcheck
+stage fuzz fuzz
+stage install install_check
+finish

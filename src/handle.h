@@ -4,7 +4,7 @@
  * (loop.h, signals.h, log.h, listeners.h, inherit.h, successor.h,
  * manager.h), so that a file's includes show what it may call.
  *
- * Layers, each calling only those below it (tests/check-deps.py prints
+ * Layers, each calling only those below it (scripts/check-structure.py prints
  * them from the object files and fails on a cycle):
  *   core.c, machine.c         the handle; its state machine and events
  *   spawn.c, inherit.c        the successor process; the protocol read

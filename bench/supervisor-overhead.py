@@ -15,7 +15,6 @@ Every run is bounded (wrk -d); everything started is killed at the end.
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import statistics
@@ -25,12 +24,10 @@ import tempfile
 import time
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+# free_port and wrk's summary: the one copy in tests/lib.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
+from handofftest.proc import free_port  # noqa: E402
+from handofftest.wrk import parse as wrk_summary  # noqa: E402
 
 
 def wait_http(port, timeout=20):
@@ -52,11 +49,10 @@ def wrk(port, args):
     out = subprocess.run(pin + ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections),
                           "-d", f"{args.duration}s", f"http://127.0.0.1:{port}/"],
                          capture_output=True, text=True, timeout=args.duration + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    bad = (sum(map(int, errs.groups())) if errs else 0) + (int(non2xx.group(1)) if non2xx else 0)
-    return rps, bad
+    r = wrk_summary(out)
+    if not r["rps"]:
+        sys.exit("wrk printed no rate:\n" + out)
+    return r["rps"], r["failed"]
 
 
 def cpu_seconds(pid):

@@ -18,7 +18,6 @@ Usage: soak.py --hello build/examples/hello [--restarts 1000]
 import argparse
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ def log(msg):
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
 from handofftest.proc import alive, poll_until, read_pid, rss_kb  # noqa: E402
+from handofftest.wrk import parse as wrk_summary  # noqa: E402
 
 
 def zombies():
@@ -74,16 +74,6 @@ def wait_until(pred, timeout, what):
     if not v:
         raise SystemExit("soak: timed out waiting for %s" % what)
     return v
-
-
-def parse_wrk(text):
-    m = re.search(r"(\d+) requests in", text)
-    reqs = int(m.group(1)) if m else 0
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
-    errs = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    non2xx = int(m.group(1)) if m else 0
-    return reqs, errs, non2xx
 
 
 def main():
@@ -150,10 +140,10 @@ def main():
             wrk.send_signal(signal.SIGINT)  # wrk stops and prints its summary
             out = wrk.communicate(timeout=20)[0].decode()
             wrk = None
-            reqs, errs, non2xx = parse_wrk(out)
-            total_reqs += reqs
-            total_fail += errs + non2xx
-            log("segment: %d restarts, %d requests, %d failed" % (n, reqs, errs + non2xx))
+            r = wrk_summary(out)
+            total_reqs += r["requests"]
+            total_fail += r["failed"]
+            log("segment: %d restarts, %d requests, %d failed" % (n, r["requests"], r["failed"]))
         wait_until(lambda: all(not alive(q) for q in seen if q != pid), 20, "old generations")
         p.poll()
         wait_until(lambda: established(port) == 0, 20, "client connections to close")

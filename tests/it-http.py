@@ -23,6 +23,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import handofftest as T  # noqa: E402
 from handofftest import alive, check, free_port, log, port_open, wait_until  # noqa: E402
+from handofftest import wrk  # noqa: E402
 from handofftest.http import Conn, Server, get, req  # noqa: E402
 
 SERVER = None  # --server: tests/it-http-server.c
@@ -812,32 +813,21 @@ def case_timeouts():
     c.close()
 
 
-def wrk(url, seconds, conns=32, threads=2):
-    r = subprocess.run(["wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % seconds, url],
-                       capture_output=True, text=True, timeout=seconds + 30)
-    out = r.stdout
-    m = re.search(r"(\d+) requests in", out)
-    reqs = int(m.group(1)) if m else 0
-    errs = re.search(r"Socket errors: (.*)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return reqs, errs.group(1) if errs else None, int(non2xx.group(1)) if non2xx else 0, out
-
-
 def case_load():
     if not shutil.which("wrk"):
         log("wrk not installed: skipped")
         sys.exit(77)
     srv = Server(["--threads", "2"])
-    reqs, errs, non2xx, out = wrk("http://127.0.0.1:%d/" % srv.port, 3)
-    check(reqs > 1000 and errs is None and non2xx == 0, "wrk: %s" % out)
-    reqs, errs, non2xx, out = wrk("http://127.0.0.1:%d/defer?5" % srv.port, 2, conns=64)
-    check(reqs > 100 and errs is None and non2xx == 0, "wrk deferred: %s" % out)
-    reqs, errs, non2xx, out = wrk("http://127.0.0.1:%d/thread?1" % srv.port, 2, conns=16)
-    check(reqs > 100 and errs is None and non2xx == 0, "wrk threads: %s" % out)
+    r, out = wrk.run("http://127.0.0.1:%d/" % srv.port, 3)
+    check(r["requests"] > 1000 and r["failed"] == 0, "wrk: %s" % out)
+    r, out = wrk.run("http://127.0.0.1:%d/defer?5" % srv.port, 2, connections=64)
+    check(r["requests"] > 100 and r["failed"] == 0, "wrk deferred: %s" % out)
+    r, out = wrk.run("http://127.0.0.1:%d/thread?1" % srv.port, 2, connections=16)
+    check(r["requests"] > 100 and r["failed"] == 0, "wrk threads: %s" % out)
     # Restarts under load: no failed request.
     hello = Server(["--threads", "2"], binary=HELLO)
     res = {}
-    t = threading.Thread(target=lambda: res.update(r=wrk("http://127.0.0.1:%d/" % hello.port, 4)))
+    t = threading.Thread(target=lambda: res.update(r=wrk.run("http://127.0.0.1:%d/" % hello.port, 4)))
     t.start()
     for i in range(4):
         time.sleep(0.7)
@@ -845,8 +835,8 @@ def case_load():
         os.kill(pid, signal.SIGHUP)
         wait_until(lambda: hello.pid() != pid, 10, "restart %d" % i)
     t.join(60)
-    reqs, errs, non2xx, out = res["r"]
-    check(reqs > 1000 and errs is None and non2xx == 0, "wrk across restarts: %s" % out)
+    r, out = res["r"]
+    check(r["requests"] > 1000 and r["failed"] == 0, "wrk across restarts: %s" % out)
     os.kill(hello.pid(), signal.SIGTERM)
 
 

@@ -12,7 +12,6 @@ loads it at start-up) while the listening socket stays the same.
 Usage: it-https-restart.py --hello PATH [--restarts N] [--seconds S] restart
 """
 import os
-import re
 import shutil
 import signal
 import socket
@@ -107,9 +106,7 @@ def case_restart(tmp):
         if cn != "first" or alpn != "http/1.1":
             fail("serving CN=%s ALPN=%s" % (cn, alpn))
         sock_inode = listen_inode(port)
-        wrk = subprocess.Popen(["wrk", "-t2", "-c32", "-d%ds" % a.seconds, "--timeout", "5s",
-                                "https://127.0.0.1:%d/" % port],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wrk = T.wrk.start("https://127.0.0.1:%d/" % port, a.seconds, extra=("--timeout", "5s"))
         slow = []
         threads = []
         gap = a.seconds / (a.restarts + 1)
@@ -130,15 +127,11 @@ def case_restart(tmp):
             pid = wait_until(lambda: (lambda q: q if q != old and alive(q) else 0)(
                 read_pid(pidfile)), 15, "restart %d" % (i + 1))
             procs.append(pid)
-        out = wrk.communicate(timeout=a.seconds + 30)[0].decode()
+        out = wrk.communicate(timeout=a.seconds + 30)[0]
         for t in threads:
             t.join(timeout=15)
-        m = re.search(r"(\d+) requests in", out)
-        reqs = int(m.group(1)) if m else 0
-        m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-        errs = sum(int(x) for x in m.groups()) if m else 0
-        m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        non2xx = int(m.group(1)) if m else 0
+        w = T.wrk.parse(out)
+        reqs, errs, non2xx = w["requests"], w["socket_errors"], w["non2xx"]
         cn2, _ = peer_cn(port)
         inode2 = listen_inode(port)
         print("https: %d requests over %d restarts, %d socket errors, %d non-2xx, slow %d/%d ok, "

@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import handofftest as T  # noqa: E402
 from handofftest import (SKIP, Fail, check, children, descendants, free_port, log,  # noqa: E402
                          proc_state, wait_until)
+from handofftest import wrk  # noqa: E402
 from handofftest.supervisor import Supervisor  # noqa: E402
 
 ARGS = None  # --handoff, --echo, --hello (set by the runner)
@@ -1138,25 +1139,6 @@ def case_gunicorn(tmp):
         sup.kill()
 
 
-def run_wrk(url, seconds, connections=32, threads=2):
-    """Starts wrk (bounded by -d) and returns the Popen."""
-    return subprocess.Popen(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-                             "--latency", url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wrk_result(out):
-    m = re.search(r"(\d+) requests in", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    return {
-        "requests": int(m.group(1)) if m else 0,
-        "socket_errors": sum(int(x) for x in errors.groups()) if errors else 0,
-        "non2xx": int(non2xx.group(1)) if non2xx else 0,
-        "rps": float(rps.group(1)) if rps else 0.0,
-    }
-
-
 # A load test: alone on the machine, so that a starved client does not
 # look like a failed restart.
 @T.case(serial=True)
@@ -1174,11 +1156,11 @@ def case_hello_wrk(tmp):
                      listen=[f"127.0.0.1:{port}"])
     try:
         sup.wait_ready()
-        wrk = run_wrk(f"http://127.0.0.1:{port}/", 18)
+        load = wrk.start(f"http://127.0.0.1:{port}/", 18, extra=("--latency",))
         time.sleep(1)
         times = reload_many(sup, 50, pause=0.25)
-        out, _ = wrk.communicate(timeout=60)
-        r = wrk_result(out)
+        out, _ = load.communicate(timeout=60)
+        r = wrk.parse(out)
         log(f"wrk: {r}")
         check(r["requests"] > 1000, out)
         kills = [l for l in sup.log().splitlines() if "SIGKILL" in l or "max-draining" in l]

@@ -8,9 +8,10 @@ scripts (tests/it-*.py), scripts/soak.py and bench/.
 Modules: proc (processes, pid files, ports; no test failures), runner
 (cases, assertions, the per-case directory and cleanups, `--list` for
 CMake), echo (examples/echo and its clients), http (HTTP servers and a
-byte-exact client), supervisor (`handoff run`). A script imports the
+byte-exact client), supervisor (`handoff run`), wrk (the load generator). A script imports the
 helpers; no script imports another script.
 """
+from . import wrk  # T.wrk.run, T.wrk.start, T.wrk.parse
 from .proc import (alive, children, children_states, descendants, fd_count, fd_targets,
                    free_port, kill_pids, poll_until, port_free, port_open, private_bytes,
                    proc_stat, proc_state, raise_nofile, read_pid, rss_kb, sanitizer_of, zombies_under)
@@ -18,6 +19,7 @@ from .runner import (SKIP, Fail, Skip, at_exit, case, check, ctx, fail, log, mai
                      need_root, need_tools, skip, wait_until)
 
 __all__ = [
+    "wrk",
     "alive", "children", "children_states", "descendants", "fd_count", "fd_targets",
     "free_port", "kill_pids", "poll_until", "port_free", "port_open", "private_bytes",
     "proc_stat",

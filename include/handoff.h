@@ -88,7 +88,14 @@ enum handoff_flags {
      * managers that re-send SIGTERM to a draining process, as Server::
      * Starter does at each restart; set automatically when the sockets
      * came from SERVER_STARTER_PORT. */
-    HANDOFF_TERM_GRACEFUL_ONLY = 1u << 3
+    HANDOFF_TERM_GRACEFUL_ONLY = 1u << 3,
+    /* Connection migration (see handoff_migrate()): this binary adopts
+     * established connections from its predecessor and hands its own to a
+     * successor that adopts too. Negotiated in the upgrade handshake, so a
+     * binary without the flag (or an older libhandoff) on either side just
+     * drains as before. A successor that opts in raises RLIMIT_NOFILE's
+     * soft limit to the hard limit at handoff_ready(). */
+    HANDOFF_MIGRATE = 1u << 4
 };
 
 /* Options for handoff_new(). Zero-initialise (or use HANDOFF_OPTIONS_INIT)
@@ -352,7 +359,12 @@ enum handoff_event_type {
      * listeners again and stop closing keep-alive connections. It is back
      * in the serving state (it may upgrade again; a later DRAIN and STOP
      * are delivered anew). */
-    HANDOFF_EVENT_RESUME
+    HANDOFF_EVENT_RESUME,
+    /* Connections wait for handoff_adopt(): in a successor, connections
+     * handed over by the predecessor; in a generation that migrates,
+     * connections the successor did not take (returned). Call
+     * handoff_adopt() until it returns 0. */
+    HANDOFF_EVENT_ADOPT
 };
 
 enum handoff_drain_reason {
@@ -508,6 +520,70 @@ HANDOFF_EXPORT unsigned long handoff_conn_count(const handoff_t *h);
  * Returns the new fd or -errno (-EAGAIN when nothing is pending).
  * Thread-safe: yes. */
 HANDOFF_EXPORT int handoff_accept(handoff_t *h, int listen_fd, int nonblock);
+
+/* ------------------------------------------------------------------------ */
+/* Connection migration (HANDOFF_MIGRATE)                                   */
+
+/* The largest state blob handoff_migrate() carries with a connection. */
+#define HANDOFF_MIGRATE_STATE_MAX 65536
+
+/* 1 if the successor this process handed over to adopts connections
+ * (both sides set HANDOFF_MIGRATE and the channel to it is open), else 0.
+ * It turns 0 for good when the successor exits, stops acknowledging, or
+ * breaks the protocol. Meaningful after HANDOFF_EVENT_DRAIN (reason
+ * UPGRADE). Thread-safe: yes. */
+HANDOFF_EXPORT int handoff_successor_adopts(const handoff_t *h);
+
+/* Hands an established connection and an opaque state blob (bytes read
+ * but not yet processed, counters, ...; at most HANDOFF_MIGRATE_STATE_MAX
+ * bytes, copied) to the successor, which gets both from handoff_adopt().
+ * Call it after HANDOFF_EVENT_DRAIN (reason UPGRADE), when the connection
+ * is idle and its output is flushed, after removing it from every epoll
+ * set (EPOLL_CTL_DEL: the successor shares the open file description).
+ *
+ * On 0 the library owns fd: the caller must not read, write, shutdown() or
+ * close it, and may count the connection as ended (handoff_conn_end());
+ * the library counts it until the successor has acknowledged it, so
+ * HANDOFF_EVENT_STOP (DRAINED) waits for that. Connections are sent in
+ * batches without ever blocking. A connection the successor refuses (or
+ * does not acknowledge before it exits, or within 10 s) comes back through
+ * handoff_adopt() with returned = 1 and its state: drain it as without
+ * migration. Bytes the client sends meanwhile stay queued in the kernel
+ * for whichever generation ends up owning the connection.
+ *
+ * Returns 0, or (the caller still owns fd):
+ *  -ENOTCONN  no adopting successor (see handoff_successor_adopts());
+ *  -EMSGSIZE  len > HANDOFF_MIGRATE_STATE_MAX;
+ *  -EBADF     fd is not open;
+ *  -ENOTSOCK  fd is not a socket;
+ *  -EINVAL    not a connected stream socket of family AF_INET, AF_INET6 or
+ *             AF_UNIX (a listener, a datagram socket, a reset connection),
+ *             or state is NULL with len > 0;
+ *  -ENOBUFS   too many connections (65536) or state bytes (64 MiB) wait
+ *             for acknowledgement: drain it, or retry after events;
+ *  -ENOMEM.
+ * Thread-safe: yes (worker threads may hand over their own connections). */
+HANDOFF_EXPORT int handoff_migrate(handoff_t *h, int fd, const void *state, size_t len);
+
+/* One connection from handoff_adopt(). */
+typedef struct handoff_adopted {
+    int fd;             /* close-on-exec; owned by the caller */
+    int returned;       /* 1: our own connection that the successor did not
+                         * take: drain it, never migrate it again */
+    const void *state;  /* the blob given to handoff_migrate(); NULL if len
+                         * is 0; owned by h until the next handoff_adopt() */
+    size_t len;
+} handoff_adopted;
+
+/* Takes the next waiting connection (see HANDOFF_EVENT_ADOPT). Returns 1
+ * with *out filled, 0 when none is left, -EINVAL. The caller owns out->fd
+ * and it is counted as handoff_accept() counts (handoff_conn_end() after
+ * closing it). In a successor, every fd was checked first (a socket,
+ * SOCK_STREAM, not listening, connected, family AF_INET, AF_INET6 or
+ * AF_UNIX) and acknowledged to the predecessor; its O_NONBLOCK flag is the
+ * predecessor's. Connections not taken are closed by handoff_free().
+ * Thread-safe: yes. */
+HANDOFF_EXPORT int handoff_adopt(handoff_t *h, handoff_adopted *out);
 
 /* ------------------------------------------------------------------------ */
 /* Process managers                                                         */

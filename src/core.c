@@ -9,6 +9,7 @@
 #include "log.h"
 #include "loop.h"
 #include "manager.h"
+#include "migrate.h"
 #include "signals.h"
 #include "successor.h"
 
@@ -83,6 +84,7 @@ static char **argv_copy(char *const *src)
 
 static void handle_destroy(handoff_t *h)
 {
+    handoff__mig_free(h);
     if (h->argv) {
         for (size_t i = 0; h->argv[i]; i++)
             free(h->argv[i]);
@@ -121,7 +123,7 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
          opts->upgrade_signal == SIGTERM || opts->upgrade_signal == SIGINT))
         return -EINVAL;
     if (opts->flags & ~(unsigned)(HANDOFF_NO_SIGNALS | HANDOFF_NO_NOTIFY | HANDOFF_KEEP_ENV |
-                                  HANDOFF_TERM_GRACEFUL_ONLY))
+                                  HANDOFF_TERM_GRACEFUL_ONLY | HANDOFF_MIGRATE))
         return -EINVAL;
     if (opts->pid_file && !*opts->pid_file)
         return -EINVAL;
@@ -178,6 +180,11 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
     r = handoff__signals_init(&h->sig, &h->loop,
                               opts->upgrade_signal == 0 ? SIGHUP : opts->upgrade_signal,
                               !(h->flags & HANDOFF_NO_SIGNALS));
+    if (r < 0) {
+        handoff__signals_done(&h->sig);
+        goto fail;
+    }
+    r = handoff__mig_new(h);
     if (r < 0) {
         handoff__signals_done(&h->sig);
         goto fail;

@@ -82,6 +82,7 @@ struct handoff {
                               * owns the unix socket paths it inherits */
     int ready_fd;            /* child side of the handshake, -1 if none */
     pid_t parent_pid;
+    unsigned parent_caps;    /* HF_CAP_* from HANDOFF_CAPS (migrate.h) */
 
     struct hf_inh *inh;
     size_t ninh;
@@ -106,6 +107,8 @@ struct handoff {
 
     atomic_ulong conns;
     atomic_bool draining;    /* DRAIN delivered: conn_end wakes the loop */
+
+    struct hf_mig *mig;      /* HANDOFF_MIGRATE: connection migration (migrate.c) */
 
     char errmsg[512];
 };

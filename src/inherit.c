@@ -11,6 +11,7 @@
 #include "inherit.h"
 #include "listeners.h"
 #include "log.h"
+#include "migrate.h"
 #include "shared/protocol.h"
 
 #include <errno.h>
@@ -286,6 +287,7 @@ int handoff__inherit(handoff_t *h)
             (void)fcntl(h->ready_fd, F_SETFD, FD_CLOEXEC);
             h->has_parent = true;
             h->parent_pid = getppid();
+            h->parent_caps = handoff__mig_caps_parse(getenv(HF_ENV_CAPS), h->parent_pid);
         }
     } else if (v) {
         handoff__log(h, HANDOFF_LOG_WARNING, "%s set without a matching LISTEN_PID; ignored",

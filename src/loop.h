@@ -25,7 +25,11 @@ enum hf_tag {
     HF_TAG_CHILD_SOCK,  /* spawn.c: handshake socket of a starting successor */
     HF_TAG_CHILD_PIDFD, /* spawn.c: pidfd of a starting successor */
     HF_TAG_SUCC_PIDFD,  /* spawn.c: pidfd of the successor we handed over to */
-    HF_TAG_PRED_PIDFD   /* spawn.c: pidfd of a draining predecessor */
+    HF_TAG_PRED_PIDFD,  /* spawn.c: pidfd of a draining predecessor */
+    HF_TAG_MIG_OUT,     /* migrate.c: channel to the successor we hand connections */
+    HF_TAG_MIG_IN,      /* migrate.c: channel from the predecessor handing us some */
+    HF_TAG_MIG_TIMER    /* migrate.c: acknowledgement deadline (its own timerfd:
+                         * armed from any thread that hands a connection over) */
 };
 
 /* Deadlines, each independent; the timerfd is armed for the earliest. */

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "loop.h"
 #include "manager.h"
+#include "migrate.h"
 #include "signals.h"
 #include "successor.h"
 
@@ -37,6 +38,7 @@ const char *handoff_event_name(int type)
     case HANDOFF_EVENT_STOP: return "stop";
     case HANDOFF_EVENT_SUCCESSOR_EXITED: return "successor-exited";
     case HANDOFF_EVENT_RESUME: return "resume";
+    case HANDOFF_EVENT_ADOPT: return "adopt";
     default: return "unknown";
     }
 }
@@ -113,12 +115,15 @@ static void upgrade_failed(handoff_t *h, bool kill_first, int err, const char *w
                     (long)ex.pid, ex.how, h->generation);
 }
 
-/* The child said READY: it serves now, and we drain. */
-static void handover(handoff_t *h)
+/* The child said READY: it serves now, and we drain. adopt: the migration
+ * wire version it reads (0: none). */
+static void handover(handoff_t *h, unsigned adopt)
 {
     pid_t pid = h->child.pid;
     uint64_t now = handoff_now_usec(), elapsed = now - h->child.start;
 
+    /* Before the handshake socket is closed: it may become the channel. */
+    handoff__mig_handover(h, adopt);
     handoff__child_to_succ(h);
     handoff__timer_set(&h->loop, HF_TIMER_UPGRADE, HF_NEVER);
     h->handed_over = true;
@@ -281,9 +286,16 @@ static int poll_sources(handoff_t *h)
         case HF_TAG_TIMER:
             on_timers(h);
             break;
-        case HF_TAG_CHILD_SOCK:
-            if (handoff__child_read(h) == 1)
-                handover(h);
+        case HF_TAG_CHILD_SOCK: {
+            unsigned adopt = 0;
+            if (handoff__child_read(h, &adopt) == 1)
+                handover(h, adopt);
+            break;
+        }
+        case HF_TAG_MIG_OUT:
+        case HF_TAG_MIG_IN:
+        case HF_TAG_MIG_TIMER:
+            handoff__mig_on_event(h, tags[i]);
             break;
         case HF_TAG_CHILD_PIDFD:
             child_exited = true;
@@ -308,6 +320,7 @@ int handoff_next_event(handoff_t *h, handoff_event *ev)
 
     if (!h || !ev)
         return -EINVAL;
+    handoff__mig_poll(h);
     if (handoff__event_count(&h->loop) == 0) {
         r = poll_sources(h);
         if (r < 0)
@@ -315,9 +328,10 @@ int handoff_next_event(handoff_t *h, handoff_event *ev)
     }
     /* The drain completes when the count is zero after the application
      * has seen DRAIN (and so has stopped accepting) - but within a resume
-     * window after a hand-over, STOP waits for the window to pass. */
+     * window after a hand-over, STOP waits for the window to pass; and while
+     * a predecessor may still hand us connections, for it to finish. */
     if (handoff__event_count(&h->loop) == 0 && h->drain_delivered && h->state == HF_DRAINING &&
-        atomic_load(&h->conns) == 0) {
+        atomic_load(&h->conns) == 0 && !handoff__mig_busy(h)) {
         uint64_t now = handoff_now_usec();
         if (h->succ.pid > 0 && in_resume_window(h, now))
             handoff__timer_set(&h->loop, HF_TIMER_WINDOW, hf_deadline(h->handover_at, h->resume_window));
@@ -374,8 +388,10 @@ int handoff_ready(handoff_t *h)
     h->ready = true;
     handoff__close_unclaimed(h);
     if (h->has_parent) {
-        r = handoff__send_ready_to_parent(h);
-        (void)close(h->ready_fd);
+        r = handoff__send_ready_to_parent(h, handoff__mig_ready_msg(h));
+        /* With migration the handshake socket stays open (migrate.c). */
+        if (r != 0 || !handoff__mig_take_ready_fd(h))
+            (void)close(h->ready_fd);
         h->ready_fd = -1;
         if (r == 0)
             return 0;

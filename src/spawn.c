@@ -17,6 +17,7 @@
 #include "successor.h"
 #include "log.h"
 #include "loop.h"
+#include "migrate.h"
 #include "shared/exec.h"
 #include "shared/protocol.h"
 #include "shared/status.h"
@@ -38,7 +39,7 @@ extern char **environ;
 
 static int plan_build(handoff_t *h, struct handoff__exec *p)
 {
-    char **names = NULL;
+    char **names = NULL, caps[64];
     int r;
 
     handoff__exec_init(p, h->argv);
@@ -67,6 +68,13 @@ static int plan_build(handoff_t *h, struct handoff__exec *p)
                                    HANDOFF_LISTEN_FDS_START + h->nregs)) < 0 ||
         (r = handoff__exec_env_add(p, "%s=%u", HF_ENV_GENERATION, h->generation + 1)) < 0 ||
         (r = handoff__exec_env_add(p, "%s=%ld", HF_ENV_PARENT_PID, (long)getpid())) < 0)
+        goto out;
+    /* What we read in the handshake: READY lines, and (with migration on)
+     * an ADOPT line that opens the migration channel (docs/protocol.md 9.1). */
+    if ((r = handoff__mig_caps_format(caps, sizeof caps, getpid(),
+                                      HF_CAP_READY_LINES |
+                                          (h->flags & HANDOFF_MIGRATE ? HF_CAP_MIGRATE1 : 0))) < 0 ||
+        (r = handoff__exec_env_add(p, "%s=%s", HF_ENV_CAPS, caps)) < 0)
         goto out;
     if (h->notify_socket)
         r = handoff__exec_env_add(p, "%s=%s", HF_ENV_NOTIFY_SOCKET, h->notify_socket);
@@ -211,7 +219,7 @@ int handoff__succ_reap(handoff_t *h, struct hf_exit *out)
     return 1;
 }
 
-int handoff__child_read(handoff_t *h)
+int handoff__child_read(handoff_t *h, unsigned *adopt)
 {
     char buf[64];
     union {
@@ -253,7 +261,7 @@ int handoff__child_read(handoff_t *h)
                      have_cred ? (long)cred.pid : -1L, (long)h->child.pid);
         return 0;
     }
-    if (strcmp(buf, HF_READY_MSG) != 0) {
+    if (handoff__mig_ready_parse(buf, (size_t)n, adopt) < 0) {
         handoff__log(h, HANDOFF_LOG_WARNING, "ignoring unknown handshake message from pid %ld",
                      (long)cred.pid);
         return 0;
@@ -261,16 +269,17 @@ int handoff__child_read(handoff_t *h)
     return 1;
 }
 
-int handoff__send_ready_to_parent(handoff_t *h)
+int handoff__send_ready_to_parent(handoff_t *h, const char *msg)
 {
+    size_t len = strlen(msg);
     ssize_t n;
 
     /* The receiver has SO_PASSCRED, so the kernel attaches our verified
      * pid/uid/gid to this message. */
     do {
-        n = send(h->ready_fd, HF_READY_MSG, sizeof HF_READY_MSG - 1, MSG_NOSIGNAL);
+        n = send(h->ready_fd, msg, len, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
     if (n < 0)
         return -errno;
-    return n == (ssize_t)(sizeof HF_READY_MSG - 1) ? 0 : -EIO;
+    return n == (ssize_t)len ? 0 : -EIO;
 }

@@ -28,9 +28,10 @@ struct hf_exit {
 int handoff__spawn(handoff_t *h, char *exe, size_t exelen);
 
 /* Reads the handshake socket of h->child. Returns 1 for a READY sent by
- * the child itself, 0 for nothing (or a message ignored with a warning),
+ * the child itself, with *adopt the migration wire version it reads (0:
+ * none; migrate.h), 0 for nothing (or a message ignored with a warning),
  * or -errno. */
-int handoff__child_read(handoff_t *h);
+int handoff__child_read(handoff_t *h, unsigned *adopt);
 
 /* Reaps h->child (SIGKILLed first if kill_first) and forgets it. Returns
  * 1 with *out filled, or 0 if it has not exited (only without
@@ -44,8 +45,9 @@ void handoff__child_to_succ(handoff_t *h);
 /* Reaps h->succ if it exited. Returns 1 with *out filled, else 0. */
 int handoff__succ_reap(handoff_t *h, struct hf_exit *out);
 
-/* Child side: tells the parent we are ready over HANDOFF_READY_FD.
+/* Child side: tells the parent we are ready over HANDOFF_READY_FD with msg
+ * ("READY=1", plus lines the parent advertised it reads: migrate.h).
  * 0 or -errno (the parent is gone). */
-int handoff__send_ready_to_parent(handoff_t *h);
+int handoff__send_ready_to_parent(handoff_t *h, const char *msg);
 
 #endif

@@ -14,6 +14,7 @@ const struct handoff__protocol_var handoff__protocol_vars[] = {
     {HF_ENV_READY_FD, HF_VAR_CONSUMED},
     {HF_ENV_GENERATION, HF_VAR_CONSUMED},
     {HF_ENV_PARENT_PID, HF_VAR_CONSUMED},
+    {HF_ENV_CAPS, HF_VAR_CONSUMED},
     {HF_ENV_NOTIFY_SOCKET, HF_VAR_CONSUMED},
     {HF_ENV_STARTER_PORT, HF_VAR_CONSUMED},
     /* systemd's watchdog names the main pid; a child is never it at the

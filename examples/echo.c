@@ -2,8 +2,13 @@
  * echo - a TCP/UDP/unix echo server built on libhandoff alone.
  *
  * It restarts with no failed connection on SIGHUP (the new binary inherits
- * the sockets; this process drains its connections and exits once the new
- * one is ready) and shuts down gracefully on SIGTERM/SIGINT.
+ * the sockets) and shuts down gracefully on SIGTERM/SIGINT. Its stream
+ * connections migrate (HANDOFF_MIGRATE): once the new generation is ready,
+ * each one moves to it with the bytes read but not yet echoed as its
+ * state, so clients never see the restart; this process exits as soon as
+ * the new one has acknowledged them. Without migration (--no-migrate, a
+ * successor that does not adopt, or a connection it refuses) this process
+ * keeps serving its connections until their clients close them.
  *
  *   echo --listen 127.0.0.1:9000 --listen udp://127.0.0.1:9000 \
  *        --pid-file /tmp/echo.pid
@@ -14,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -31,11 +37,26 @@
 
 extern char **environ;
 
+/* An idle connection is small (no buffer): input is read into one shared
+ * buffer and echoed at once; only what the peer does not take right away
+ * is kept, in a buffer of its own. (A 16 KiB buffer per connection would
+ * also make the hand-over slow: right after the fork of the successor
+ * every page the old generation writes costs a copy-on-write fault.) */
 struct conn {
+    struct conn *prev, *next; /* every open stream connection */
     int fd;
-    size_t pending, off; /* bytes read but not yet echoed back */
-    char buf[BUF];
+    int returned;        /* the successor did not take it: never again */
+    size_t pending, off; /* bytes read but not yet echoed back: buf[off..pending) */
+    char *buf;           /* NULL when nothing is pending */
 };
+
+static char rbuf[BUF];
+
+/* The state a migrating connection carries: "ECH1", the number of bytes
+ * read but not yet echoed, a padding length (tests fill the channel with
+ * it), the bytes, the padding. */
+static const unsigned char state_magic[4] = {'E', 'C', 'H', '1'};
+#define STATE_HDR 12
 
 enum { TAG_HANDOFF = -1, TAG_PAUSE = -2 };
 
@@ -50,6 +71,12 @@ static struct {
     int pause_tfd;
     const char *exec_on_usr1;
     int verbose;
+    struct conn *conns;      /* list head */
+    int migrate;             /* HANDOFF_MIGRATE is on */
+    size_t state_pad;
+    long crash_after_adopt;  /* abort after adopting this many (-1: never) */
+    uint64_t ready_at;
+    unsigned long adopted, returned_total, bad_state;
 } S;
 
 static void usage(FILE *f)
@@ -63,39 +90,94 @@ static void usage(FILE *f)
             "  --upgrade-timeout SEC  kill a new generation not ready after SEC (default 60)\n"
             "  --resume-window SEC    take the service back if a new version dies within SEC\n"
             "                         of taking over (default 0: off)\n"
+            "  --no-migrate           drain connections instead of handing them to the new\n"
+            "                         generation (also off with --resume-window)\n"
+            "  --nofile N             set RLIMIT_NOFILE to N (soft and hard)\n"
             "  --exec-on-usr1 CMD     run CMD with /bin/sh on SIGUSR1 (used by tests)\n"
             "  --crash-after-ready MS abort MS after becoming ready (fault tests)\n"
+            "  --crash-after-adopt N  abort after adopting N connections (fault tests)\n"
+            "  --stall-after-ready MS do nothing for MS after becoming ready (fault tests)\n"
+            "  --state-pad BYTES      pad each migrating connection's state (tests)\n"
             "  --verbose              log every event\n"
             "  --help                 this text\n"
             "SIGHUP: zero-downtime restart. SIGTERM/SIGINT: graceful stop (twice: now).\n");
+}
+
+static void conn_link(struct conn *c)
+{
+    c->prev = NULL;
+    c->next = S.conns;
+    if (S.conns)
+        S.conns->prev = c;
+    S.conns = c;
+}
+
+static void conn_unlink(struct conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        S.conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
 }
 
 static void conn_close(struct conn *c)
 {
     (void)epoll_ctl(S.ep, EPOLL_CTL_DEL, c->fd, NULL);
     (void)close(c->fd);
+    conn_unlink(c);
+    free(c->buf);
     free(c);
     handoff_conn_end(S.h);
 }
 
-/* Echoes what is buffered, then reads more. Returns -1 when closed. */
+/* Sends p[0..len) (c's own pending bytes when from_pending) and keeps in
+ * c what the peer does not take now. Returns 1 if everything went, 0 if
+ * some is pending, -1 on error. */
+static int conn_send(struct conn *c, const char *p, size_t len, int from_pending)
+{
+    size_t off = 0;
+
+    while (off < len) {
+        ssize_t n = send(c->fd, p + off, len - off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno != EAGAIN)
+                return -1;
+            if (!from_pending) {
+                char *b = malloc(len - off);
+                if (!b)
+                    return -1;
+                memcpy(b, p + off, len - off);
+                free(c->buf);
+                c->buf = b;
+                c->pending = len - off;
+                c->off = 0;
+            } else {
+                c->off += off;
+            }
+            struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+            (void)epoll_ctl(S.ep, EPOLL_CTL_MOD, c->fd, &e);
+            return 0;
+        }
+        off += (size_t)n;
+    }
+    return 1;
+}
+
+/* Echoes what is pending, then reads more. Returns -1 when closed. */
 static int conn_io(struct conn *c)
 {
+    if (c->off < c->pending) {
+        int r = conn_send(c, c->buf + c->off, c->pending - c->off, 1);
+        if (r <= 0)
+            return r;
+    }
+    free(c->buf);
+    c->buf = NULL;
+    c->off = c->pending = 0;
     for (;;) {
-        while (c->off < c->pending) {
-            ssize_t n = send(c->fd, c->buf + c->off, c->pending - c->off, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN) {
-                    struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
-                    (void)epoll_ctl(S.ep, EPOLL_CTL_MOD, c->fd, &e);
-                    return 0;
-                }
-                return -1;
-            }
-            c->off += (size_t)n;
-        }
-        c->off = c->pending = 0;
-        ssize_t n = recv(c->fd, c->buf, sizeof c->buf, 0);
+        ssize_t n = recv(c->fd, rbuf, sizeof rbuf, 0);
         if (n == 0)
             return -1;
         if (n < 0) {
@@ -105,7 +187,9 @@ static int conn_io(struct conn *c)
             (void)epoll_ctl(S.ep, EPOLL_CTL_MOD, c->fd, &e);
             return 0;
         }
-        c->pending = (size_t)n;
+        int r = conn_send(c, rbuf, (size_t)n, 0);
+        if (r <= 0)
+            return r;
     }
 }
 
@@ -142,9 +226,13 @@ static void accept_all(int lfd)
             continue;
         }
         c->fd = fd;
+        c->returned = 0;
         c->pending = c->off = 0;
+        c->buf = NULL;
+        conn_link(c);
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
-        /* c is owned by the epoll set from here (freed by conn_close). */
+        /* c is owned by the list and the epoll set from here (freed by
+         * conn_close). */
         if (epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &e) < 0)
             conn_close(c);
     }
@@ -184,6 +272,165 @@ static void run_command(const char *cmd)
     posix_spawnattr_destroy(&attr);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Migration                                                                */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    memcpy(p, &v, 4); /* both generations run on this machine */
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Watches c again (after a failed hand-over, or once adopted) and echoes
+ * what it holds (bytes already queued in the kernel are reported by
+ * epoll at once). Returns -1 if it had to be closed. */
+static int conn_watch(struct conn *c)
+{
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
+    if (epoll_ctl(S.ep, EPOLL_CTL_ADD, c->fd, &e) < 0 ||
+        (c->off < c->pending && conn_io(c) < 0)) {
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Hands c to the successor. Returns 1 if it went, 0 if we keep it (not
+ * watched: the caller calls conn_watch()). */
+static int conn_migrate(struct conn *c)
+{
+    static unsigned char state[STATE_HDR + BUF + HANDOFF_MIGRATE_STATE_MAX];
+    size_t n = c->pending - c->off, pad = S.state_pad;
+    int r;
+
+    if (c->returned)
+        return 0;
+    if (STATE_HDR + n + pad > HANDOFF_MIGRATE_STATE_MAX)
+        pad = HANDOFF_MIGRATE_STATE_MAX - STATE_HDR - n;
+    memcpy(state, state_magic, sizeof state_magic);
+    put32(state + 4, (uint32_t)n);
+    put32(state + 8, (uint32_t)pad);
+    if (n)
+        memcpy(state + STATE_HDR, c->buf + c->off, n);
+    memset(state + STATE_HDR + n, 'p', pad);
+    /* The successor shares the open file description: stop watching it
+     * here first (an epoll registration outlives our close()). */
+    (void)epoll_ctl(S.ep, EPOLL_CTL_DEL, c->fd, NULL);
+    r = handoff_migrate(S.h, c->fd, state, STATE_HDR + n + pad);
+    if (r < 0) {
+        if (r != -ENOTCONN)
+            fprintf(stderr, "echo[%d]: migrate: %s; keeping the connection\n", getpid(),
+                    strerror(-r));
+        return 0;
+    }
+    /* The library owns the fd now and counts the connection until the
+     * successor has it. */
+    conn_unlink(c);
+    free(c->buf);
+    free(c);
+    handoff_conn_end(S.h);
+    return 1;
+}
+
+static void migrate_all(void)
+{
+    unsigned long moved = 0, kept = 0;
+    struct conn *c = S.conns, *next;
+
+    for (; c; c = next) {
+        next = c->next;
+        if (conn_migrate(c)) {
+            moved++;
+        } else {
+            kept++;
+            (void)conn_watch(c);
+        }
+    }
+    if (S.verbose || kept)
+        fprintf(stderr, "echo[%d]: migrated %lu connections, kept %lu\n", getpid(), moved, kept);
+}
+
+/* Checks a state blob; returns the count of pending bytes or -1. */
+static long state_parse(const void *p, size_t len)
+{
+    const unsigned char *s = p;
+    uint32_t n, pad;
+
+    if (!s || len < STATE_HDR || memcmp(s, state_magic, sizeof state_magic) != 0)
+        return -1;
+    n = get32(s + 4);
+    pad = get32(s + 8);
+    if (n > BUF || pad > HANDOFF_MIGRATE_STATE_MAX || len != STATE_HDR + (size_t)n + pad)
+        return -1;
+    return n;
+}
+
+static void adopt_all(void)
+{
+    unsigned long got = 0, ret = 0;
+    handoff_adopted ad;
+
+    while (handoff_adopt(S.h, &ad) > 0) {
+        long n = state_parse(ad.state, ad.len);
+        struct conn *c;
+        if (n < 0 || !(c = malloc(sizeof *c))) {
+            /* Not ours to guess at: a peer with another state format. */
+            fprintf(stderr, "echo[%d]: %s for an adopted connection; closing it\n", getpid(),
+                    n < 0 ? "malformed state" : "out of memory");
+            S.bad_state++;
+            (void)close(ad.fd);
+            handoff_conn_end(S.h);
+            continue;
+        }
+        c->fd = ad.fd;
+        c->returned = ad.returned;
+        c->off = 0;
+        c->pending = (size_t)n;
+        c->buf = n ? malloc((size_t)n) : NULL;
+        if (n && !c->buf) {
+            free(c);
+            (void)close(ad.fd);
+            handoff_conn_end(S.h);
+            continue;
+        }
+        if (n)
+            memcpy(c->buf, (const unsigned char *)ad.state + STATE_HDR, (size_t)n);
+        conn_link(c);
+        if (ad.returned) {
+            ret++;
+        } else {
+            got++;
+            /* A generation that is itself handing over (its predecessor
+             * still draining) passes the connection straight on. */
+            if (S.draining && handoff_successor_adopts(S.h) && conn_migrate(c))
+                continue;
+        }
+        (void)conn_watch(c);
+    }
+    S.adopted += got;
+    S.returned_total += ret;
+    if (S.verbose && got)
+        fprintf(stderr,
+                "echo[%d]: adopted %lu connections (total %lu, %" PRIu64 " us after ready)\n",
+                getpid(), got, S.adopted, handoff_now_usec() - S.ready_at);
+    if (ret)
+        fprintf(stderr, "echo[%d]: %lu connections returned by the successor; serving them\n",
+                getpid(), ret);
+    if (S.crash_after_adopt >= 0 && S.adopted >= (unsigned long)S.crash_after_adopt) {
+        fprintf(stderr, "echo[%d]: crashing after adopting %lu connections\n", getpid(),
+                S.adopted);
+        struct rlimit nocore = {0, 0};
+        (void)setrlimit(RLIMIT_CORE, &nocore);
+        abort();
+    }
+}
+
 /* Listener fds carry their index + 1 in data.u64 high bits to tell them
  * from connections (data.ptr); the handoff fd uses a sentinel. */
 #define LTAG(i) ((uint64_t)0xEC400000u << 32 | (uint64_t)(i))
@@ -217,6 +464,11 @@ static int on_handoff(void)
             if (!S.paused)
                 stop_accepting();
             S.draining = 1;
+            if (ev.reason == HANDOFF_DRAIN_UPGRADE && handoff_successor_adopts(S.h))
+                migrate_all();
+            break;
+        case HANDOFF_EVENT_ADOPT:
+            adopt_all();
             break;
         case HANDOFF_EVENT_RESUME:
             /* The new version died right after taking over: serve again. */
@@ -249,6 +501,11 @@ int main(int argc, char **argv)
         {"exec-on-usr1", required_argument, NULL, 'x'},
         {"resume-window", required_argument, NULL, 'r'},
         {"crash-after-ready", required_argument, NULL, 'c'},
+        {"crash-after-adopt", required_argument, NULL, 'A'},
+        {"stall-after-ready", required_argument, NULL, 'S'},
+        {"state-pad", required_argument, NULL, 'P'},
+        {"nofile", required_argument, NULL, 'n'},
+        {"no-migrate", no_argument, NULL, 'M'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -257,8 +514,10 @@ int main(int argc, char **argv)
     const char *specs[MAX_LISTEN];
     int nspecs = 0, c, r;
 
-    int crash_ms = -1;
-    while ((c = getopt_long(argc, argv, "l:p:d:u:x:r:c:vh", longopts, NULL)) != -1) {
+    int crash_ms = -1, stall_ms = 0, migrate = 1;
+    long nofile = 0;
+    S.crash_after_adopt = -1;
+    while ((c = getopt_long(argc, argv, "l:p:d:u:x:r:c:A:S:P:n:Mvh", longopts, NULL)) != -1) {
         switch (c) {
         case 'l':
             if (nspecs == MAX_LISTEN) {
@@ -270,16 +529,32 @@ int main(int argc, char **argv)
         case 'p':
             o.pid_file = optarg;
             break;
-        case 'c': {
+        case 'c':
+        case 'A':
+        case 'S':
+        case 'P':
+        case 'n': {
             char *end;
             long v = strtol(optarg, &end, 10);
             if (*end || v < 0 || v > 3600000) {
-                fprintf(stderr, "echo: --crash-after-ready wants milliseconds\n");
+                fprintf(stderr, "echo: -%c wants a number from 0 to 3600000\n", c);
                 return 2;
             }
-            crash_ms = (int)v;
+            if (c == 'c')
+                crash_ms = (int)v;
+            else if (c == 'A')
+                S.crash_after_adopt = v;
+            else if (c == 'S')
+                stall_ms = (int)v;
+            else if (c == 'P')
+                S.state_pad = (size_t)v;
+            else
+                nofile = v;
             break;
         }
+        case 'M':
+            migrate = 0;
+            break;
         case 'd':
         case 'r':
         case 'u': {
@@ -320,7 +595,18 @@ int main(int argc, char **argv)
     if (nspecs == 0)
         specs[nspecs++] = "127.0.0.1:9000";
 
+    if (nofile > 0) {
+        struct rlimit rl = {(rlim_t)nofile, (rlim_t)nofile};
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            fprintf(stderr, "echo: --nofile: %s\n", strerror(errno));
+            return 1;
+        }
+    }
+    /* Connections handed to a successor die with it; with a resume window
+     * (a successor that may crash and be rolled back) keep them here. */
+    S.migrate = migrate && !o.resume_window_usec;
     o.argv = argv;
+    o.flags = S.migrate ? HANDOFF_MIGRATE : 0;
     o.log_level = S.verbose ? HANDOFF_LOG_INFO : HANDOFF_LOG_WARNING;
     r = handoff_new(&o, &S.h);
     if (r < 0) {
@@ -354,7 +640,10 @@ int main(int argc, char **argv)
         (void)epoll_ctl(S.ep, EPOLL_CTL_ADD, fd, &e);
         S.nl++;
     }
+    S.ready_at = handoff_now_usec();
     handoff_ready(S.h);
+    if (stall_ms > 0)
+        usleep((useconds_t)stall_ms * 1000);
     if (crash_ms >= 0) {
         /* A new version that dies right after taking over (no core file). */
         struct rlimit nocore = {0, 0};
@@ -363,18 +652,20 @@ int main(int argc, char **argv)
         abort();
     }
     if (S.verbose)
-        fprintf(stderr, "echo[%d]: generation %u serving\n", getpid(), handoff_generation(S.h));
+        fprintf(stderr, "echo[%d]: generation %u serving%s\n", getpid(), handoff_generation(S.h),
+                S.migrate ? " (migration on)" : "");
 
     for (;;) {
         struct epoll_event evs[64];
-        int n = epoll_wait(S.ep, evs, 64, -1);
+        int n = epoll_wait(S.ep, evs, 64, -1), handoff_ready_ev = 0;
         if (n < 0 && errno != EINTR)
             break;
         for (int i = 0; i < n; i++) {
             uint64_t v = evs[i].data.u64;
             if (v == (uint64_t)TAG_HANDOFF) {
-                if (on_handoff())
-                    goto out;
+                /* Last: a migration frees connections whose events may
+                 * still be in this batch. */
+                handoff_ready_ev = 1;
             } else if (v == (uint64_t)TAG_PAUSE) {
                 uint64_t t;
                 (void)!read(S.pause_tfd, &t, sizeof t);
@@ -395,6 +686,8 @@ int main(int argc, char **argv)
                     conn_close(cn);
             }
         }
+        if (handoff_ready_ev && on_handoff())
+            goto out;
     }
 out:
     /* STOP: whatever is still open is closed (the hammer). Connections

@@ -36,6 +36,15 @@ def sockets_of(pid):
     return sum(1 for t in fd_targets(pid).values() if t.startswith("socket:"))
 
 
+def wait_sockets(pid, want, what, timeout=5):
+    """Waits until pid holds exactly `want` sockets (a generation closes
+    its channel to an exited predecessor when its loop next runs)."""
+    T.poll_until(lambda: sockets_of(pid) == want, timeout)
+    n = sockets_of(pid)
+    if n != want:
+        fail("%s holds %d sockets, want %d" % (what, n, want))
+
+
 class Server:
     """echo started through a wrapper script that reads its arguments from
     a file each time it is executed, so a test can change them between
@@ -313,7 +322,8 @@ def case_idle_20():
         if r != 0:
             fail("restart %d: %d connections returned" % (i + 1, r))
         if i in (0, 19):
-            time.sleep(0.3)  # the new generation sees the channel's EOF
+            # 2 listeners + 1,000 idle + 40 chatty, and nothing else
+            wait_sockets(new, 2 + 1000 + 40, "generation %d" % new)
             counts.append((sockets_of(new), len(fd_targets(new))))
     chatty.finish()
     bad = ping_all(idle)
@@ -404,8 +414,7 @@ def case_slow_successor():
                                                                            len(bad)))
     if bad or adopted != 300 or returned:
         fail("expected all 300 adopted: %d/%d, failures %s" % (adopted, returned, bad[:5]))
-    if sockets_of(g2) != 1 + 300:
-        fail("generation 2 holds %d sockets" % sockets_of(g2))
+    wait_sockets(g2, 1 + 300, "generation 2")
 
 
 def case_slow_successor_timeout():
@@ -436,8 +445,7 @@ def case_slow_successor_timeout():
     wait_until(lambda: srv.lines(g2, r"not adopted: the predecessor keeps them"), 15,
                "generation 2 to close what it received late")
     time.sleep(0.3)
-    if sockets_of(g2) != 1:
-        fail("generation 2 holds %d sockets after refusing the late batches" % sockets_of(g2))
+    wait_sockets(g2, 1, "generation 2, after refusing the late batches,")
     bad = ping_all(idle, tag=b"q")
     if bad:
         fail("after the successor woke up, %d connections failed: %s" % (len(bad), bad[:5]))
@@ -642,6 +650,7 @@ def case_cloexec():
     idle = connect_many(addrs, 30)
     old, g2 = srv.restart()
     wait_until(lambda: not alive(old), 10, "generation 1 to exit")
+    wait_sockets(g2, 1 + 30, "generation 2")
     socks = sockets_of(g2)
     # O_CLOEXEC (02000000) on every fd above stderr of the successor
     missing = []

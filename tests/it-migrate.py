@@ -697,8 +697,19 @@ def case_idle_10k():
     idle = connect_many(addrs, n, timeout=60)
     rss = [rss_kb(g1)]
     times = []
+    cpus = []
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu_ms(pid):
+        f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) * 1000.0 / tick
+
     for _ in range(3):
         old, new = srv.restart(timeout=30)
+        c0 = cpu_ms(new)
+        wait_until(lambda: srv.lines(new, r"adopted \d+ connections \(total %d," % n), 60,
+                   "generation %d to adopt all %d" % (new, n))
+        cpus.append(cpu_ms(new) - c0)
         wait_until(lambda: not alive(old), 60, "generation %d to hand over and exit" % old)
         a, r, _ = parse_handover(srv, old)
         if a != n or r:
@@ -714,10 +725,12 @@ def case_idle_10k():
             fail("%d connections failed: %s" % (len(bad), bad[:5]))
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
     log("  %d idle connections, 3 hand-overs: last adoption %s ms after the successor's ready "
-        "(load average per CPU %.1f); RSS per generation %s KiB; 0 failures"
-        % (n, ", ".join("%.1f" % t for t in times), load, rss))
+        "(successor CPU meanwhile %s ms; load average per CPU %.1f); RSS per generation %s KiB; "
+        "0 failures" % (n, ", ".join("%.1f" % t for t in times),
+                        ", ".join("%.0f" % c for c in cpus), load, rss))
     print(json.dumps({"connections": n, "ready_to_last_adoption_ms": times,
-                      "load_per_cpu": round(load, 2), "rss_kb": rss}), flush=True)
+                      "successor_cpu_ms": cpus, "load_per_cpu": round(load, 2), "rss_kb": rss}),
+          flush=True)
     # 500 ms on an idle machine (5x the goal), scaled by the load (a
     # process gets a share of a CPU), and by 5 under a sanitizer.
     bound = 500 * min(10, max(1.0, load)) * (5 if sanitizer_of(ECHO) else 1)

@@ -1,6 +1,6 @@
 /* libFuzzer harness: the command line of the handoff command (tools/cli.c:
- * cli_parse() and listen_split(), and through them parse_duration() and
- * parse_signal() of tools/util.c).
+ * cli_parse() and listen_split(), and through them parse_duration() of
+ * tools/util.c and handoff__signal_parse() of src/shared/status.c).
  *
  * The input is the argument list after "handoff", arguments separated by
  * NUL bytes (at most 64). Invariants: no crash; the result is 0 or
@@ -33,7 +33,7 @@ static void check_duration(uint64_t v, bool never_ok)
     }
     if (v > MAX_DURATION)
         abort();
-    if (strlen(fmt_duration(v, buf, sizeof buf)) >= sizeof buf)
+    if (strlen(dur(v, buf, sizeof buf)) >= sizeof buf)
         abort();
 }
 
@@ -103,7 +103,7 @@ static void check_run(const struct config *c, char **argv, int argc)
     check_duration(c->backoff_reset, false);
     if (c->backoff_max < c->backoff_min)
         abort();
-    if (c->stop_signal < 1 || c->stop_signal > 64 || c->stop_signal == SIGSTOP || !*signal_name(c->stop_signal))
+    if (c->stop_signal < 1 || c->stop_signal > 64 || c->stop_signal == SIGSTOP || strcmp(sig_abbrev(c->stop_signal), "?") == 0)
         abort();
     if (c->forward & ((uint64_t)1 | (uint64_t)1 << SIGHUP | (uint64_t)1 << SIGTERM | (uint64_t)1 << SIGINT |
                       (uint64_t)1 << SIGQUIT | (uint64_t)1 << SIGCHLD | (uint64_t)1 << SIGPIPE |

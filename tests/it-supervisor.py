@@ -161,8 +161,10 @@ def case_echo_reload_50(tmp):
     # The persistent connections keep generation 1 draining for the whole
     # run; a roomy --max-draining keeps a slow machine, where a few short-
     # lived generations may still be draining at once, from killing it.
-    sup = Supervisor(tmp, echo_cmd(port), listen=[f"echo=127.0.0.1:{port}"],
-                     extra=["--max-draining", "10"])
+    # Neither the supervisor nor echo itself may end that drain early: the
+    # run takes well over 30 s in a sanitizer build on a busy machine.
+    sup = Supervisor(tmp, echo_cmd(port, ["--drain-timeout", "600"]), listen=[f"echo=127.0.0.1:{port}"],
+                     extra=["--max-draining", "10", "--drain-timeout", "600"])
     try:
         sup.wait_ready()
         with open(sup.pidfile) as f:
@@ -743,6 +745,122 @@ def case_generation_status(tmp):
         sup.kill()
 
 
+PARITY_WRAPPER = """#!{python}
+import json, os, signal, sys
+# The command both the library (echo's upgrade re-executes its argv[0],
+# this file) and the supervisor start. {mode} says what to be now:
+# "echo", or "ACTION NAME": dump the environment and fds to NAME.json,
+# then exit 3 ("exit3") or die of SIGSEGV ("segv").
+with open({mode!r}) as f:
+    action, *name = f.read().split()
+if action == "echo":
+    os.execv({echo!r}, sys.argv)
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+fds = [fd for fd in range(256) if is_open(fd)]  # listing /proc/self/fd would open one
+with open(os.path.join({tmp!r}, name[0] + ".json"), "w") as f:
+    json.dump({{"pid": os.getpid(), "env": dict(os.environ), "fds": fds}}, f)
+if action == "segv":
+    os.kill(os.getpid(), signal.SIGSEGV)
+os._exit(3)
+"""
+
+STATUS_WORDS = r"(exited with status \d+|was killed by SIG[A-Z0-9+-]+(?: \(core dumped\))?)"
+
+
+def case_child_parity(tmp):
+    """The library (an upgrade of echo) and the command (a reload of
+    `handoff run`) give a child the same environment - the same variables
+    taken out and the same ones written, apart from each one's own channel
+    (the library's handshake socket and its parent's pid, the supervisor's
+    NOTIFY_SOCKET and Server::Starter's variables) - and describe its end in the same words
+    (one wait-status formatter, src/shared/status.c)."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    port = free_port()
+    mode = os.path.join(tmp, "mode")
+    wrapper = os.path.join(tmp, "server")
+    with open(wrapper, "w") as f:
+        f.write(PARITY_WRAPPER.format(python=sys.executable, mode=mode, echo=ARGS.echo, tmp=tmp))
+    os.chmod(wrapper, 0o755)
+
+    def set_mode(m):
+        with open(mode + ".tmp", "w") as f:
+            f.write(m)
+        os.rename(mode + ".tmp", mode)
+
+    # Stale protocol variables and a plain one: both must treat them alike.
+    env = dict(os.environ, HANDOFF_SECRET="x", SERVER_STARTER_PORT="bogus", LISTEN_PIDFDID="7",
+               WATCHDOG_USEC="1000000", PARITY_MARK="kept")
+    env.pop("NOTIFY_SOCKET", None)
+    cmd = [wrapper, "--listen", f"127.0.0.1:{port}"]
+
+    # The library: echo upgrading itself on SIGHUP.
+    set_mode("echo")
+    with open(os.path.join(tmp, "echo.log"), "w") as errf:
+        echo = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=errf, stderr=errf)
+    lib_words = []
+    try:
+        wait_until(lambda: T.port_open(port), 20, "echo to listen")
+        for action in ("exit3", "segv"):
+            set_mode(f"{action} lib-{action}")
+            os.kill(echo.pid, signal.SIGHUP)
+            wait_until(lambda: open(os.path.join(tmp, "echo.log")).read().count("upgrade-failed") >
+                       len(lib_words), 30, f"the library's upgrade to fail ({action})")
+            lines = [l for l in open(os.path.join(tmp, "echo.log")).read().splitlines() if "upgrade-failed" in l]
+            lib_words.append(re.search(STATUS_WORDS, lines[-1]).group(1))
+        check(echo.poll() is None, "echo died")
+    finally:
+        echo.send_signal(signal.SIGTERM)
+        try:
+            echo.wait(20)
+        except subprocess.TimeoutExpired:
+            echo.kill()
+            echo.wait(10)
+    wait_until(lambda: T.port_free(port), 20, "echo's port to be free")
+
+    # The command: `handoff run` reloading the same command.
+    set_mode("echo")
+    sup = Supervisor(tmp, cmd, listen=[f"127.0.0.1:{port}"], env=env)
+    sup_words = []
+    try:
+        sup.wait_ready()
+        for action in ("exit3", "segv"):
+            set_mode(f"{action} sup-{action}")
+            rc, out, err = sup.ctl("reload")
+            check(rc == 1, f"the reload ({action}) did not fail: {rc} {out} {err}")
+            sup_words.append(re.search(STATUS_WORDS, err).group(1))
+    finally:
+        sup.kill()
+    log(f"library: {lib_words}; command: {sup_words}")
+    check(lib_words == sup_words == ["exited with status 3", "was killed by SIGSEGV"],
+          f"wait statuses: library {lib_words}, command {sup_words}")
+
+    lib = json.load(open(os.path.join(tmp, "lib-exit3.json")))
+    cmdd = json.load(open(os.path.join(tmp, "sup-exit3.json")))
+    le, ce = dict(lib["env"]), dict(cmdd["env"])
+    check(le.pop("LISTEN_PID") == str(lib["pid"]) and ce.pop("LISTEN_PID") == str(cmdd["pid"]), "LISTEN_PID")
+    ready_fd = int(le.pop("HANDOFF_READY_FD"))          # the library's handshake socket,
+    check(le.pop("HANDOFF_PARENT_PID") == str(echo.pid), "HANDOFF_PARENT_PID")  # and its peer
+    for k in ("SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION", "NOTIFY_SOCKET"):
+        ce.pop(k)                                       # the supervisor's own channels
+    check(ce.get("SERVER_STARTER_PORT") is None and "bogus" not in json.dumps(cmdd["env"]), "stale variable")
+    only_lib = {k: le[k] for k in le.keys() - ce.keys()}
+    only_cmd = {k: ce[k] for k in ce.keys() - le.keys()}
+    differ = {k: (le[k], ce[k]) for k in le.keys() & ce.keys() if le[k] != ce[k]}
+    log(f"child environment: {len(le)} variables alike; only library {only_lib}, only command {only_cmd}, "
+        f"different {differ}")
+    check(not only_lib and not only_cmd and not differ,
+          f"environments differ: library only {only_lib}, command only {only_cmd}, values {differ}")
+    check(le["PARITY_MARK"] == "kept" and le["HANDOFF_GENERATION"] == "2" and le["LISTEN_FDS"] == "1", str(le))
+    check([fd for fd in lib["fds"] if fd != ready_fd] == cmdd["fds"],
+          f"fds: library {lib['fds']} (handshake {ready_fd}), command {cmdd['fds']}")
+
+
 def case_socket_activation(tmp):
     """Under systemd-socket-activate the supervisor adopts LISTEN_FDS (with
     names) and passes them on, still reloadable."""
@@ -973,7 +1091,9 @@ def case_leftovers(tmp):
     group, counted by --max-draining, and killed at the drain timeout."""
     script = "(trap '' TERM; exec sleep 60) & exec sleep 60"
     sup = Supervisor(tmp, ["/bin/sh", "-c", script],
-                     extra=["--ready-delay", "0.05", "--drain-timeout", "1.5", "--max-draining", "1"])
+                     # The drain timeout is well above --max-draining's 1 s wait, so
+                     # that each kill is --max-draining's even on a slow machine.
+                     extra=["--ready-delay", "0.05", "--drain-timeout", "5", "--max-draining", "1"])
     try:
         sup.wait_ready()
         reload_many(sup, 3, pause=0.2)
@@ -982,7 +1102,7 @@ def case_leftovers(tmp):
         log("status:\n" + st)
         check("leftovers draining" in st, st)
         check(sup.log().count("(--max-draining 1): killing generation") == 2, sup.log())
-        wait_until(lambda: len(descendants(sup.pid)) == 2, 10, "leftovers killed at the drain timeout")
+        wait_until(lambda: len(descendants(sup.pid)) == 2, 30, "leftovers killed at the drain timeout")
         check("SIGKILL" in sup.log(), sup.log())
         check(sup.proc.poll() is None and sup.status().count("generation") == 1, sup.status())
     finally:

@@ -10,6 +10,8 @@
  */
 #include "tool.h"
 
+#include "shared/status.h"
+
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -71,7 +73,7 @@ static int parse_forward(struct cli *c, const char *arg, uint64_t *out)
         return usage_err(c, "--forward: list too long");
     (void)snprintf(buf, sizeof buf, "%s", arg);
     for (char *t = strtok_r(buf, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
-        int s = parse_signal(t);
+        int s = handoff__signal_parse(t);
         if (!forwardable(s))
             return usage_err(c, "--forward: cannot forward \"%.32s\"", t);
         *out |= (uint64_t)1 << s;
@@ -179,7 +181,7 @@ static int parse_run(int argc, char **argv, struct cli *cl)
                 return usage_err(cl, "--notify-access: \"%.32s\" is not main or all", optarg);
             break;
         case OPT_STOP_SIGNAL:
-            cfg->stop_signal = parse_signal(optarg);
+            cfg->stop_signal = handoff__signal_parse(optarg);
             if (cfg->stop_signal <= 0 || cfg->stop_signal == SIGSTOP)
                 return usage_err(cl, "--stop-signal: unknown signal \"%.32s\"", optarg);
             break;

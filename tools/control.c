@@ -1,5 +1,6 @@
 /*
- * control.c - the control socket of `handoff run`, and its client.
+ * control.c - the control socket of `handoff run`, server side (the
+ * client is client.c).
  *
  * A filesystem AF_UNIX stream socket, mode 0600. Each connection sends one
  * command line ("reload", "status" or "stop") and reads the answer up to
@@ -20,16 +21,16 @@
  */
 #include "tool.h"
 
+#include "shared/sockaddr.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -54,7 +55,7 @@ struct control {
     int fd;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int epfd;
-    uint64_t tag_listen, tag_conn;
+    uint64_t tag;          /* epoll data: tag | fd */
     int spare;             /* /dev/null, given up to accept at the fd limit */
     uint64_t paused_until; /* accept paused (fd limit) until then; 0 = not */
     bool pause_logged;     /* until an accept succeeds again */
@@ -73,19 +74,6 @@ static void refill_spare(struct control *c)
         c->spare = open_spare();
 }
 
-static int unix_addr(const char *path, struct sockaddr_un *sun, socklen_t *len)
-{
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof sun->sun_path)
-        return -ENAMETOOLONG;
-    memset(sun, 0, sizeof *sun);
-    sun->sun_family = AF_UNIX;
-    memcpy(sun->sun_path, path, n);
-    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
-    return 0;
-}
-
 int control_open(const char *path, struct control **out, char *err, size_t errlen)
 {
     struct sockaddr_un sun;
@@ -94,7 +82,7 @@ int control_open(const char *path, struct control **out, char *err, size_t errle
     mode_t old;
     int fd, r;
 
-    if ((r = unix_addr(path, &sun, &len)) < 0) {
+    if ((r = unix_sockaddr(path, &sun, &len)) < 0) {
         (void)snprintf(err, errlen, "control socket path \"%s\" is too long", path);
         return r;
     }
@@ -113,18 +101,12 @@ int control_open(const char *path, struct control **out, char *err, size_t errle
     r = bind(fd, (struct sockaddr *)&sun, len);
     if (r < 0 && errno == EADDRINUSE) {
         /* A socket nobody accepts on is stale (its supervisor died). The
-         * probe does not block: a full backlog (EAGAIN) is a live socket. */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        struct stat st;
-        if (probe >= 0 && connect(probe, (struct sockaddr *)&sun, len) < 0 &&
-            errno == ECONNREFUSED && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
-            (void)unlink(path);
+         * probe does not block: a full backlog is a live socket. */
+        if (handoff__unix_unlink_stale(path) == 0) {
             r = bind(fd, (struct sockaddr *)&sun, len);
         } else {
             errno = EADDRINUSE;
         }
-        if (probe >= 0)
-            (void)close(probe);
     }
     r = r < 0 ? -errno : 0;
     (void)umask(old);
@@ -186,24 +168,18 @@ void control_close(struct control *c)
     free(c);
 }
 
-int control_listen_fd(const struct control *c)
+void control_set_epoll(struct control *c, int epfd, uint64_t tag)
 {
-    return c->fd;
-}
-
-void control_set_epoll(struct control *c, int epfd, uint64_t tag_listen, uint64_t tag_conn)
-{
-    struct epoll_event e = {.events = EPOLLIN, .data.u64 = tag_listen | (uint32_t)c->fd};
+    struct epoll_event e = {.events = EPOLLIN, .data.u64 = tag | (uint32_t)c->fd};
 
     c->epfd = epfd;
-    c->tag_listen = tag_listen;
-    c->tag_conn = tag_conn;
+    c->tag = tag;
     (void)epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &e);
 }
 
 static void conn_events(struct control *c, struct conn *k, uint32_t events)
 {
-    struct epoll_event e = {.events = events, .data.u64 = c->tag_conn | (uint32_t)k->fd};
+    struct epoll_event e = {.events = events, .data.u64 = c->tag | (uint32_t)k->fd};
     if (c->epfd >= 0)
         (void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, k->fd, &e);
 }
@@ -268,46 +244,46 @@ static void conn_done(struct control *c, struct conn *k)
     k->closing = true;
 }
 
-static void run_command(struct control *c, struct conn *k, const char *cmd)
+/* A complete command line: the caller carries out what it knows (1,
+ * *req filled); anything else is answered here. */
+static int run_command(struct control *c, struct conn *k, const char *cmd, struct control_req *req)
 {
     /* Who asked for what: reloads and stops are an audit trail; status is
      * polled by monitoring, so only with -v. */
     tool_log(strcmp(cmd, "status") == 0 ? LOG_DEBUG_ : LOG_INFO_, "control: %.16s%s from pid %ld (uid %ld)", cmd,
              strlen(cmd) > 16 ? "..." : "", (long)k->pid, (long)k->uid);
-    if (strcmp(cmd, "status") == 0) {
-        struct sbuf b = {0};
-        sup_status(&b);
-        sbuf_printf(&b, "OK\n");
-        if (b.oom) {
-            log_warn("control: out of memory for the status");
-            reply(c, k, "ERR out of memory\n");
-        }
-        else
-            reply_len(c, k, b.p, b.len);
-        sbuf_free(&b);
-    } else if (strcmp(cmd, "reload") == 0) {
-        const char *why = NULL;
-        uint64_t seq = sup_request_reload(&why);
-        if (seq) {
-            k->wait_seq = seq;
-            k->deadline = UINT64_MAX;
-            return; /* answered by control_reload_done() */
-        }
-        char line[256];
-        (void)snprintf(line, sizeof line, "ERR %s\n", why ? why : "cannot reload");
-        reply(c, k, line);
-    } else if (strcmp(cmd, "stop") == 0) {
-        reply(c, k, "OK stopping\n");
-        sup_request_stop();
-    } else {
-        struct sbuf b = {0};
-        sbuf_printf(&b, "ERR unknown command \"");
-        sbuf_escaped(&b, cmd);
-        sbuf_printf(&b, "\"\n");
-        reply(c, k, b.oom ? "ERR unknown command\n" : b.p);
-        sbuf_free(&b);
+    if (strcmp(cmd, "status") == 0 || strcmp(cmd, "reload") == 0 || strcmp(cmd, "stop") == 0) {
+        req->conn = (int)(k - c->conns);
+        (void)snprintf(req->cmd, sizeof req->cmd, "%s", cmd);
+        req->pid = k->pid;
+        req->uid = k->uid;
+        k->deadline = UINT64_MAX; /* the caller answers */
+        return 1;
     }
+    struct sbuf b = {0};
+    sbuf_printf(&b, "ERR unknown command \"");
+    sbuf_escaped(&b, cmd);
+    sbuf_printf(&b, "\"\n");
+    reply(c, k, b.oom ? "ERR unknown command\n" : b.p);
+    sbuf_free(&b);
     conn_done(c, k);
+    return 0;
+}
+
+void control_answer(struct control *c, int conn, const char *text, size_t len)
+{
+    struct conn *k = &c->conns[conn];
+
+    reply_len(c, k, text, len);
+    conn_done(c, k);
+}
+
+void control_wait(struct control *c, int conn, uint64_t seq)
+{
+    struct conn *k = &c->conns[conn];
+
+    k->wait_seq = seq;
+    k->deadline = UINT64_MAX;
 }
 
 /* Closing a unix socket with unread data makes the peer's recv() fail
@@ -337,7 +313,7 @@ static int accept_at_fd_limit(struct control *c, int err)
         c->spare = open_spare();
     }
     if (!c->paused_until) {
-        struct epoll_event e = {.events = 0, .data.u64 = c->tag_listen | (uint32_t)c->fd};
+        struct epoll_event e = {.events = 0, .data.u64 = c->tag | (uint32_t)c->fd};
         (void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &e);
     }
     if (!c->pause_logged)
@@ -350,7 +326,7 @@ static int accept_at_fd_limit(struct control *c, int err)
 
 static void resume_accept(struct control *c)
 {
-    struct epoll_event e = {.events = EPOLLIN, .data.u64 = c->tag_listen | (uint32_t)c->fd};
+    struct epoll_event e = {.events = EPOLLIN, .data.u64 = c->tag | (uint32_t)c->fd};
 
     c->paused_until = 0;
     (void)epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &e);
@@ -396,13 +372,13 @@ static void on_accept(struct control *c)
         k->inlen = 0;
         k->wait_seq = 0;
         k->deadline = handoff_now_usec() + IDLE_USEC;
-        struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = c->tag_conn | (uint32_t)fd};
+        struct epoll_event e = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = c->tag | (uint32_t)fd};
         if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &e) < 0)
             conn_close(c, k);
     }
 }
 
-static void on_conn(struct control *c, struct conn *k)
+static int on_conn(struct control *c, struct conn *k, struct control_req *req)
 {
     ssize_t n;
 
@@ -413,12 +389,12 @@ static void on_conn(struct control *c, struct conn *k)
         char tmp[256];
         if (conn_flush(k) != 0) {
             conn_close(c, k);
-            return;
+            return 0;
         }
         n = recv(k->fd, tmp, sizeof tmp, MSG_DONTWAIT);
         if (n == 0)
             conn_events(c, k, EPOLLOUT);
-        return;
+        return 0;
     }
     if (k->wait_seq) {
         /* A waiting client only ever sends EOF (it gave up). */
@@ -426,14 +402,14 @@ static void on_conn(struct control *c, struct conn *k)
         n = recv(k->fd, tmp, sizeof tmp, MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno != EAGAIN))
             conn_close(c, k);
-        return;
+        return 0;
     }
     n = recv(k->fd, k->in + k->inlen, sizeof k->in - 1 - k->inlen, MSG_DONTWAIT);
     if (n < 0 && errno == EAGAIN)
-        return;
+        return 0;
     if (n <= 0) {
         conn_close(c, k);
-        return;
+        return 0;
     }
     k->inlen += (size_t)n;
     k->in[k->inlen] = '\0';
@@ -443,25 +419,24 @@ static void on_conn(struct control *c, struct conn *k)
             reply(c, k, "ERR command too long\n");
             conn_done(c, k);
         }
-        return;
+        return 0;
     }
     *nl = '\0';
     if (nl > k->in && nl[-1] == '\r')
         nl[-1] = '\0';
-    run_command(c, k, k->in);
+    return run_command(c, k, k->in, req);
 }
 
-void control_on_event(struct control *c, int fd)
+int control_on_event(struct control *c, int fd, struct control_req *req)
 {
     if (fd == c->fd) {
         on_accept(c);
-        return;
+        return 0;
     }
     for (int i = 0; i < MAX_CONNS; i++)
-        if (c->conns[i].fd == fd) {
-            on_conn(c, &c->conns[i]);
-            return;
-        }
+        if (c->conns[i].fd == fd)
+            return on_conn(c, &c->conns[i], req);
+    return 0;
 }
 
 uint64_t control_deadline(const struct control *c)
@@ -513,143 +488,4 @@ void control_reload_done(struct control *c, uint64_t seq, bool ok, const char *m
         }
     }
     sbuf_free(&b);
-}
-
-/* ---- client ---- */
-
-/* Client side: the answer can be large (the status of hundreds of
- * workers), so it is kept whole in memory, up to MAX_ANSWER, and only
- * then split into data and the verdict (its last line). */
-#define MAX_ANSWER (64u << 20)
-
-/* Writes text to f with any control byte left (an older supervisor does
- * not escape what workers report) shown as '?'. */
-static void print_clean(FILE *f, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        (void)putc((ch < 0x20 && ch != '\n' && ch != '\t') || ch == 0x7f ? '?' : ch, f);
-    }
-}
-
-/* Prints the data lines of an answer and returns the exit code its last
- * line (the verdict) stands for. */
-static int client_verdict(char *buf, size_t got, const char *cmd, const char *path, int send_err)
-{
-    while (got > 0 && buf[got - 1] == '\n')
-        buf[--got] = '\0';
-    char *last = memrchr(buf, '\n', got);
-    last = last ? last + 1 : buf;
-    if (last > buf)
-        print_clean(stdout, buf, (size_t)(last - buf));
-    if (strncmp(last, "OK", 2) == 0) {
-        if (last[2] == ' ' && last[3]) {
-            print_clean(stdout, last + 3, strlen(last + 3));
-            (void)putchar('\n');
-        }
-        return EXIT_OK;
-    }
-    if (strncmp(last, "DENIED ", 7) == 0) {
-        (void)fprintf(stderr, "handoff: %s: ", cmd);
-        print_clean(stderr, last + 7, strlen(last + 7));
-        (void)putc('\n', stderr);
-        return EXIT_REFUSED;
-    }
-    if (strncmp(last, "ERR ", 4) == 0) {
-        (void)fprintf(stderr, "handoff: %s failed: ", cmd);
-        print_clean(stderr, last + 4, strlen(last + 4));
-        (void)putc('\n', stderr);
-        return EXIT_FAILED;
-    }
-    if (send_err) {
-        (void)fprintf(stderr, "handoff: %s: %s\n", path, strerror(send_err));
-        return EXIT_NOCONNECT;
-    }
-    (void)fprintf(stderr, "handoff: %s: the supervisor closed the connection without an answer\n", cmd);
-    return EXIT_FAILED;
-}
-
-int control_client(const char *path, const char *cmd, uint64_t timeout)
-{
-    struct sockaddr_un sun;
-    socklen_t len;
-    char line[160];
-    struct sbuf ans = {0};
-    uint64_t deadline = timeout ? handoff_now_usec() + timeout : UINT64_MAX;
-    int fd, send_err = 0, code;
-
-    if (unix_addr(path, &sun, &len) < 0) {
-        (void)fprintf(stderr, "handoff: control socket path \"%s\" is too long\n", path);
-        return EXIT_USAGE;
-    }
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    /* connect() to a unix socket whose backlog is full (a supervisor that
-     * is stopped, or flooded) waits for room, bounded by SO_SNDTIMEO only;
-     * so do the sends. */
-    if (fd >= 0 && timeout) {
-        struct timeval tv = {.tv_sec = (time_t)(timeout / 1000000), .tv_usec = (suseconds_t)(timeout % 1000000)};
-        (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    }
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, len) < 0) {
-        int e = errno;
-        if (e == EAGAIN && timeout) {
-            (void)fprintf(stderr, "handoff: no answer within %.1f s: %s accepts no connection (its backlog is full)\n",
-                          (double)timeout / 1e6, path);
-            (void)close(fd);
-            return EXIT_TIMEOUT;
-        }
-        (void)fprintf(stderr, "handoff: cannot connect to %s: %s%s\n", path, strerror(e),
-                      e == ENOENT || e == ECONNREFUSED ? " (is `handoff run` running? see --control/--name)" : "");
-        if (fd >= 0)
-            (void)close(fd);
-        return e == EACCES || e == EPERM ? EXIT_REFUSED : EXIT_NOCONNECT;
-    }
-    (void)snprintf(line, sizeof line, "%s\n", cmd);
-    /* A refused client may find the connection already closed; the
-     * verdict waiting in the receive buffer is read below all the same. */
-    if (send(fd, line, strlen(line), MSG_NOSIGNAL) < 0)
-        send_err = errno;
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int ms = -1;
-        if (deadline != UINT64_MAX) {
-            uint64_t now = handoff_now_usec();
-            if (now >= deadline) {
-                (void)fprintf(stderr, "handoff: no answer within %.1f s (a reload goes on regardless)\n",
-                              (double)timeout / 1e6);
-                (void)close(fd);
-                sbuf_free(&ans);
-                return EXIT_TIMEOUT;
-            }
-            ms = (int)((deadline - now + 999) / 1000);
-        }
-        int r = poll(&p, 1, ms);
-        if (r < 0 && errno != EINTR)
-            break;
-        if (r <= 0)
-            continue;
-        char chunk[16384];
-        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        if (ans.len + (size_t)n > MAX_ANSWER) {
-            (void)fprintf(stderr, "handoff: %s: the answer is longer than %u MB; giving up\n", cmd, MAX_ANSWER >> 20);
-            (void)close(fd);
-            sbuf_free(&ans);
-            return EXIT_FAILED;
-        }
-        sbuf_append(&ans, chunk, (size_t)n);
-        if (ans.oom) {
-            (void)fprintf(stderr, "handoff: %s: out of memory for the answer\n", cmd);
-            (void)close(fd);
-            sbuf_free(&ans);
-            return EXIT_FAILED;
-        }
-    }
-    (void)close(fd);
-    code = client_verdict(ans.p ? ans.p : "", ans.len, cmd, path, send_err);
-    sbuf_free(&ans);
-    return code;
 }

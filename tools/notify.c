@@ -22,9 +22,7 @@
  * sender never costs a /proc walk.
  *
  * The supervisor's own NOTIFY_SOCKET (from systemd) never reaches a
- * worker. The supervisor speaks to it itself (sd_open(), sd_send()) with
- * a non-blocking socket: a receiver that does not read must not block the
- * supervisor; the message is dropped instead.
+ * worker; the supervisor speaks to it with shared/notify.h (state.c).
  */
 #include "tool.h"
 
@@ -161,53 +159,6 @@ void notify_close(struct notify_sock *ns)
     if (ns->dir[0])
         (void)rmdir(ns->dir);
     ns->dir[0] = ns->path[0] = '\0';
-}
-
-static struct {
-    int fd;
-    struct sockaddr_un sun;
-    socklen_t len;
-} sd = {.fd = -1};
-
-int sd_open(const char *path)
-{
-    size_t n = strlen(path);
-
-    if (sd.fd >= 0)
-        return 0;
-    if (n == 0 || n >= sizeof sd.sun.sun_path || (path[0] != '/' && path[0] != '@'))
-        return -EAFNOSUPPORT; /* not a unix socket address systemd would give */
-    memset(&sd.sun, 0, sizeof sd.sun);
-    sd.sun.sun_family = AF_UNIX;
-    memcpy(sd.sun.sun_path, path, n);
-    if (path[0] == '@')
-        sd.sun.sun_path[0] = '\0'; /* abstract: no trailing NUL counted */
-    sd.len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (path[0] == '@' ? 0 : 1));
-    /* Created now, so that notifying needs no new fd later (at the limit). */
-    sd.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    return sd.fd < 0 ? -errno : 0;
-}
-
-int sd_send(const char *msg)
-{
-    size_t len = strlen(msg);
-    ssize_t n;
-
-    if (sd.fd < 0)
-        return 0;
-    do {
-        n = sendto(sd.fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&sd.sun, sd.len);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
-    return (size_t)n == len ? 1 : -EMSGSIZE;
-}
-
-void sd_close(void)
-{
-    if (sd.fd >= 0)
-        (void)close(sd.fd);
-    sd.fd = -1;
 }
 
 static void parse_line(struct notify_msg *m, const char *line, size_t len)

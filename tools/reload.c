@@ -23,19 +23,29 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-static void first_ready_check(uint64_t now);
+static void first_ready_check(struct supervisor *sv, uint64_t now);
 
-void reload_finish(bool ok, const char *msg)
+uint64_t request_reload(struct supervisor *sv, const char **why)
 {
-    S.reloading = false;
-    control_reload_done(S.ctl, S.reload_seq, ok, msg);
-    if (S.ready_sent)
-        notify_systemd("READY=1\nSTATUS=%s%s", ok ? "" : "reload failed: ", msg);
+    if (sv->stopping) {
+        *why = "the supervisor is stopping";
+        return 0;
+    }
+    sv->reload_pending = true;
+    return sv->next_seq;
+}
+
+void reload_finish(struct supervisor *sv, bool ok, const char *msg)
+{
+    sv->reloading = false;
+    control_reload_done(sv->ctl, sv->reload_seq, ok, msg);
+    if (sv->ready_sent)
+        notify_systemd(sv, "READY=1\nSTATUS=%s%s", ok ? "" : "reload failed: ", msg);
 }
 
 /* Kills the new generation's processes; the answer goes out once they are
  * all reaped (see on_proc_exit()). */
-void reload_fail(const char *fmt, ...)
+void reload_fail(struct supervisor *sv, const char *fmt, ...)
 {
     char why[400];
     int replaced = 0;
@@ -44,43 +54,43 @@ void reload_fail(const char *fmt, ...)
     va_start(ap, fmt);
     (void)vsnprintf(why, sizeof why, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     va_end(ap);
-    for (int i = 0; i < S.cfg->workers; i++) {
-        struct slot *s = &S.slots[i];
-        if (s->cur && s->cur->gen == S.reload_gen)
+    for (int i = 0; i < sv->cfg->workers; i++) {
+        struct slot *s = &sv->slots[i];
+        if (s->cur && s->cur->gen == sv->reload_gen)
             replaced++;
         if (!s->next)
             continue;
         s->next->failing = true;
         proc_kill(s->next);
         if (s->next->alive)
-            S.failing++;
+            sv->failing++;
         s->next = NULL;
     }
     if (replaced > 0)
-        (void)snprintf(S.fail_msg, sizeof S.fail_msg,
+        (void)snprintf(sv->fail_msg, sizeof sv->fail_msg,
                        "generation %u failed: %s; %d of %d workers had been replaced (rolling)",
-                       S.reload_gen, why, replaced, S.cfg->workers);
+                       sv->reload_gen, why, replaced, sv->cfg->workers);
     else
-        (void)snprintf(S.fail_msg, sizeof S.fail_msg, "generation %u failed: %s; %s", S.reload_gen,
-                       why, S.stopping ? "stopping" : "the current generation keeps serving");
-    (void)snprintf(S.last_failure, sizeof S.last_failure, "%s", S.fail_msg);
-    S.reloads_failed++;
-    log_err("reload: %s", S.fail_msg);
-    if (S.failing == 0)
-        reload_finish(false, S.fail_msg);
+        (void)snprintf(sv->fail_msg, sizeof sv->fail_msg, "generation %u failed: %s; %s", sv->reload_gen,
+                       why, sv->stopping ? "stopping" : "the current generation keeps serving");
+    (void)snprintf(sv->last_failure, sizeof sv->last_failure, "%s", sv->fail_msg);
+    sv->reloads_failed++;
+    log_err("reload: %s", sv->fail_msg);
+    if (sv->failing == 0)
+        reload_finish(sv, false, sv->fail_msg);
 }
 
 #define MAX_DRAINING_WAIT (1 * HANDOFF_USEC_PER_SEC)
 
 /* The generations draining (stop signal sent, or leftovers of their
  * process groups) and not killed yet: their count, and the oldest. */
-static unsigned draining_generations(unsigned *oldest)
+static unsigned draining_generations(const struct supervisor *sv, unsigned *oldest)
 {
     unsigned count = 0, seen[TOOL_MAX_WORKERS > 64 ? TOOL_MAX_WORKERS : 64];
 
     *oldest = 0;
-    for (size_t i = 0; i < S.nprocs; i++) {
-        struct proc *p = S.procs[i];
+    for (size_t i = 0; i < sv->nprocs; i++) {
+        struct proc *p = sv->procs[i];
         bool dup = false;
         if (p->kind != PK_WORKER || p->killed || (p->state != PS_STOPPING && p->state != PS_GONE))
             continue;
@@ -94,10 +104,10 @@ static unsigned draining_generations(unsigned *oldest)
     return count;
 }
 
-static void kill_generation(unsigned gen)
+static void kill_generation(struct supervisor *sv, unsigned gen)
 {
-    for (size_t i = 0; i < S.nprocs; i++) {
-        struct proc *p = S.procs[i];
+    for (size_t i = 0; i < sv->nprocs; i++) {
+        struct proc *p = sv->procs[i];
         if (p->kind == PK_WORKER && p->gen == gen && !p->killed &&
             (p->state == PS_STOPPING || p->state == PS_GONE))
             proc_kill(p);
@@ -105,55 +115,55 @@ static void kill_generation(unsigned gen)
 }
 
 /* Kills the oldest draining generations until at most `keep` drain. */
-static void kill_draining_beyond(unsigned keep, uint64_t now, const char *why)
+static void kill_draining_beyond(struct supervisor *sv, unsigned keep, uint64_t now, const char *why)
 {
     unsigned oldest, count;
     char d[32];
 
-    while ((count = draining_generations(&oldest)) > keep && oldest) {
+    while ((count = draining_generations(sv, &oldest)) > keep && oldest) {
         log_warn("%u generation%s draining (--max-draining %d): killing generation %u after %s%s", count,
-                 count == 1 ? "" : "s", S.cfg->max_draining, oldest,
-                 dur(now - gen_info(oldest)->drain_at, d, sizeof d), why);
-        kill_generation(oldest);
+                 count == 1 ? "" : "s", sv->cfg->max_draining, oldest,
+                 dur(now - gen_info(sv, oldest)->drain_at, d, sizeof d), why);
+        kill_generation(sv, oldest);
     }
 }
 
-static uint64_t max_draining_wait(void)
+static uint64_t max_draining_wait(const struct supervisor *sv)
 {
-    return S.cfg->drain_timeout < MAX_DRAINING_WAIT ? S.cfg->drain_timeout : MAX_DRAINING_WAIT;
+    return sv->cfg->drain_timeout < MAX_DRAINING_WAIT ? sv->cfg->drain_timeout : MAX_DRAINING_WAIT;
 }
 
-bool reload_may_start(uint64_t now)
+bool reload_may_start(struct supervisor *sv, uint64_t now)
 {
-    unsigned oldest, count = draining_generations(&oldest);
+    unsigned oldest, count = draining_generations(sv, &oldest);
 
     /* The reload adds one draining generation when it commits. */
-    if ((int)count < S.cfg->max_draining) {
-        S.reload_wait_since = 0;
+    if ((int)count < sv->cfg->max_draining) {
+        sv->reload_wait_since = 0;
         return true;
     }
-    if (!S.reload_wait_since) {
-        S.reload_wait_since = now;
+    if (!sv->reload_wait_since) {
+        sv->reload_wait_since = now;
         log_debug("reload: waiting for one of %u draining generations to finish (--max-draining %d)", count,
-                  S.cfg->max_draining);
+                  sv->cfg->max_draining);
         return false;
     }
-    if (now - S.reload_wait_since < max_draining_wait())
+    if (now - sv->reload_wait_since < max_draining_wait(sv))
         return false;
-    S.reload_wait_since = 0;
-    kill_draining_beyond((unsigned)S.cfg->max_draining - 1, now, ", for the reload waiting for it");
+    sv->reload_wait_since = 0;
+    kill_draining_beyond(sv, (unsigned)sv->cfg->max_draining - 1, now, ", for the reload waiting for it");
     return true;
 }
 
-uint64_t reload_wait_deadline(void)
+uint64_t reload_wait_deadline(const struct supervisor *sv)
 {
-    return S.reload_pending && S.reload_wait_since ? S.reload_wait_since + max_draining_wait() : UINT64_MAX;
+    return sv->reload_pending && sv->reload_wait_since ? sv->reload_wait_since + max_draining_wait(sv) : UINT64_MAX;
 }
 
 /* Slot i's next process is ready: it becomes current; the old one drains. */
-static void commit_slot(int i, uint64_t now)
+static void commit_slot(struct supervisor *sv, int i, uint64_t now)
 {
-    struct slot *s = &S.slots[i];
+    struct slot *s = &sv->slots[i];
     struct proc *old = s->cur;
 
     s->cur = s->next;
@@ -161,60 +171,60 @@ static void commit_slot(int i, uint64_t now)
     s->respawn_at = 0;
     s->streak = 0;
     s->restarts = 0;
-    s->backoff = S.cfg->backoff_min;
+    s->backoff = sv->cfg->backoff_min;
     s->last_failure[0] = '\0';
     if (old) {
-        gen_info(old->gen)->drain_at = now;
-        proc_stop(old, now);
+        gen_info(sv, old->gen)->drain_at = now;
+        proc_stop(sv, old, now);
     }
 }
 
-static void reload_succeeded(uint64_t now)
+static void reload_succeeded(struct supervisor *sv, uint64_t now)
 {
-    struct gen_info *g = gen_info(S.reload_gen);
+    struct gen_info *g = gen_info(sv, sv->reload_gen);
     char d[32], msg[256], old[64] = "";
     unsigned prev = 0;
 
     g->ready_at = now;
-    for (size_t i = 0; i < S.nprocs; i++)
-        if (S.procs[i]->kind == PK_WORKER && S.procs[i]->state == PS_STOPPING &&
-            S.procs[i]->stop_at == now && S.procs[i]->gen > prev)
-            prev = S.procs[i]->gen;
+    for (size_t i = 0; i < sv->nprocs; i++)
+        if (sv->procs[i]->kind == PK_WORKER && sv->procs[i]->state == PS_STOPPING &&
+            sv->procs[i]->stop_at == now && sv->procs[i]->gen > prev)
+            prev = sv->procs[i]->gen;
     if (prev)
         (void)snprintf(old, sizeof old, "; generation %u draining", prev);
-    (void)snprintf(msg, sizeof msg, "generation %u ready in %s", S.reload_gen,
-                   dur(now - S.reload_started, d, sizeof d));
+    (void)snprintf(msg, sizeof msg, "generation %u ready in %s", sv->reload_gen,
+                   dur(now - sv->reload_started, d, sizeof d));
     log_info("%s%s", msg, old);
-    S.reloads_ok++;
-    kill_draining_beyond((unsigned)S.cfg->max_draining, now, ""); /* a safety net: see reload_may_start() */
-    first_ready_check(now); /* a reload may end the first start-up */
-    reload_finish(true, msg);
+    sv->reloads_ok++;
+    kill_draining_beyond(sv, (unsigned)sv->cfg->max_draining, now, ""); /* a safety net: see reload_may_start() */
+    first_ready_check(sv, now); /* a reload may end the first start-up */
+    reload_finish(sv, true, msg);
 }
 
-void reload_start(uint64_t now)
+void reload_start(struct supervisor *sv, uint64_t now)
 {
     char err[300];
-    int first = 0, last = S.cfg->workers;
+    int first = 0, last = sv->cfg->workers;
 
-    S.reload_pending = false;
-    S.reloading = true;
-    S.reload_seq = S.next_seq++;
-    S.reload_gen = ++S.gen_last;
-    S.reload_started = now;
-    S.fail_msg[0] = '\0';
-    *gen_info(S.reload_gen) = (struct gen_info){.id = S.reload_gen, .started = now};
-    if (S.ready_sent)
-        notify_systemd("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading: starting generation %u",
-                       (unsigned long long)now, S.reload_gen);
-    log_info("reload: starting generation %u%s", S.reload_gen, S.cfg->rolling ? " (rolling)" : "");
-    if (S.cfg->rolling) {
-        S.roll_slot = 0;
+    sv->reload_pending = false;
+    sv->reloading = true;
+    sv->reload_seq = sv->next_seq++;
+    sv->reload_gen = ++sv->gen_last;
+    sv->reload_started = now;
+    sv->fail_msg[0] = '\0';
+    *gen_info(sv, sv->reload_gen) = (struct gen_info){.id = sv->reload_gen, .started = now};
+    if (sv->ready_sent)
+        notify_systemd(sv, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading: starting generation %u",
+                       (unsigned long long)now, sv->reload_gen);
+    log_info("reload: starting generation %u%s", sv->reload_gen, sv->cfg->rolling ? " (rolling)" : "");
+    if (sv->cfg->rolling) {
+        sv->roll_slot = 0;
         last = 1;
     }
     for (int i = first; i < last; i++) {
-        S.slots[i].next = start_worker(i, S.reload_gen, err, sizeof err);
-        if (!S.slots[i].next) {
-            reload_fail("%s", err);
+        sv->slots[i].next = start_worker(sv, i, sv->reload_gen, err, sizeof err);
+        if (!sv->slots[i].next) {
+            reload_fail(sv, "%s", err);
             return;
         }
     }
@@ -222,96 +232,96 @@ void reload_start(uint64_t now)
 
 /* ---- readiness ---- */
 
-static void first_ready_check(uint64_t now)
+static void first_ready_check(struct supervisor *sv, uint64_t now)
 {
     char d[32];
-    if (S.ready_sent || !all_cur_ready())
+    if (sv->ready_sent || !all_cur_ready(sv))
         return;
-    S.ready_sent = true;
-    unsigned g = S.slots[0].cur->gen;
-    gen_info(g)->ready_at = now;
+    sv->ready_sent = true;
+    unsigned g = sv->slots[0].cur->gen;
+    gen_info(sv, g)->ready_at = now;
     log_info("generation %u ready in %s (%d worker%s); supervisor ready", g,
-             dur(now - S.start_time, d, sizeof d), S.cfg->workers, S.cfg->workers > 1 ? "s" : "");
-    notify_systemd("READY=1\nSTATUS=generation %u serving", g);
+             dur(now - sv->start_time, d, sizeof d), sv->cfg->workers, sv->cfg->workers > 1 ? "s" : "");
+    notify_systemd(sv, "READY=1\nSTATUS=generation %u serving", g);
 }
 
-void proc_ready(struct proc *p, uint64_t now, const char *how)
+void proc_ready(struct supervisor *sv, struct proc *p, uint64_t now, const char *how)
 {
-    struct slot *s = &S.slots[p->slot];
+    struct slot *s = &sv->slots[p->slot];
     char d[32], nm[96];
 
     p->state = PS_READY;
     p->ready_at = now;
     p->deadline = UINT64_MAX;
     kill_check(p);
-    log_debug("%s ready (%s) in %s", wname(p, nm, sizeof nm), how, dur(now - p->started, d, sizeof d));
+    log_debug("%s ready (%s) in %s", wname(sv, p, nm, sizeof nm), how, dur(now - p->started, d, sizeof d));
     if (s->next == p) {
-        if (S.cfg->rolling) {
-            commit_slot(p->slot, now);
+        if (sv->cfg->rolling) {
+            commit_slot(sv, p->slot, now);
             log_info("generation %u worker %d ready in %s (rolling %d/%d)", p->gen, p->slot,
-                     dur(now - p->started, d, sizeof d), p->slot + 1, S.cfg->workers);
-            if (++S.roll_slot < S.cfg->workers) {
+                     dur(now - p->started, d, sizeof d), p->slot + 1, sv->cfg->workers);
+            if (++sv->roll_slot < sv->cfg->workers) {
                 char err[300];
-                struct slot *n = &S.slots[S.roll_slot];
-                n->next = start_worker(S.roll_slot, S.reload_gen, err, sizeof err);
+                struct slot *n = &sv->slots[sv->roll_slot];
+                n->next = start_worker(sv, sv->roll_slot, sv->reload_gen, err, sizeof err);
                 if (!n->next)
-                    reload_fail("%s", err);
+                    reload_fail(sv, "%s", err);
                 return;
             }
-            reload_succeeded(now);
+            reload_succeeded(sv, now);
             return;
         }
-        for (int i = 0; i < S.cfg->workers; i++)
-            if (!S.slots[i].next || S.slots[i].next->state != PS_READY)
+        for (int i = 0; i < sv->cfg->workers; i++)
+            if (!sv->slots[i].next || sv->slots[i].next->state != PS_READY)
                 return;
-        for (int i = 0; i < S.cfg->workers; i++)
-            commit_slot(i, now);
-        reload_succeeded(now);
+        for (int i = 0; i < sv->cfg->workers; i++)
+            commit_slot(sv, i, now);
+        reload_succeeded(sv, now);
         return;
     }
-    if (s->cur == p && s->restarts > 0 && S.ready_sent) {
-        log_info("%s is back (restart %u) and ready in %s", wname(p, nm, sizeof nm), s->restarts,
+    if (s->cur == p && s->restarts > 0 && sv->ready_sent) {
+        log_info("%s is back (restart %u) and ready in %s", wname(sv, p, nm, sizeof nm), s->restarts,
                  dur(now - p->started, d, sizeof d));
-        if (all_cur_ready() && !S.reloading)
-            notify_systemd("STATUS=generation %u serving", p->gen);
+        if (all_cur_ready(sv) && !sv->reloading)
+            notify_systemd(sv, "STATUS=generation %u serving", p->gen);
     }
-    first_ready_check(now);
+    first_ready_check(sv, now);
 }
 
 /* The worker a notification is from, or NULL. Its own pid is looked up
  * first, in the table; only with --notify-access all, and only for a
  * sender of our own uid, is the sender's ancestry read from /proc: a
  * flood from anyone else costs a table scan per datagram, nothing more. */
-static struct proc *notify_sender(const struct notify_msg *m)
+static struct proc *notify_sender(struct supervisor *sv, const struct notify_msg *m)
 {
-    for (size_t i = 0; i < S.nprocs; i++) {
-        struct proc *p = S.procs[i];
+    for (size_t i = 0; i < sv->nprocs; i++) {
+        struct proc *p = sv->procs[i];
         if (p->kind == PK_WORKER && p->alive && p->pid == m->pid)
             return p;
     }
-    if (S.cfg->notify_access != NOTIFY_ALL || m->uid != geteuid())
+    if (sv->cfg->notify_access != NOTIFY_ALL || m->uid != geteuid())
         return NULL;
-    for (size_t i = 0; i < S.nprocs; i++) {
-        struct proc *p = S.procs[i];
+    for (size_t i = 0; i < sv->nprocs; i++) {
+        struct proc *p = sv->procs[i];
         if (p->kind == PK_WORKER && p->alive && pid_descends_from(m->pid, p->pid))
             return p;
     }
     return NULL;
 }
 
-void on_notify(uint64_t now)
+void on_notify(struct supervisor *sv, uint64_t now)
 {
     struct notify_msg m;
 
-    for (int n = 0; n < 64 && notify_read(S.notify.fd, &m) > 0; n++) {
-        struct proc *w = notify_sender(&m);
+    for (int n = 0; n < 64 && notify_read(sv->notify.fd, &m) > 0; n++) {
+        struct proc *w = notify_sender(sv, &m);
         if (!w) {
             /* Logged at the 1st, 2nd, 4th, 8th... so a flood cannot fill the log. */
-            unsigned long k = ++S.notify_ignored;
+            unsigned long k = ++sv->notify_ignored;
             if ((k & (k - 1)) == 0)
                 log_warn("ignoring a notification from pid %ld (uid %ld): not a worker%s [%lu so far]",
                          (long)m.pid, (long)m.uid,
-                         S.cfg->notify_access == NOTIFY_ALL
+                         sv->cfg->notify_access == NOTIFY_ALL
                              ? ""
                              : " (a process a worker started needs --notify-access all)",
                          k);
@@ -321,10 +331,10 @@ void on_notify(uint64_t now)
             (void)snprintf(w->status, sizeof w->status, "%s", m.status);
         if (m.extend_usec && w->state == PS_STARTING && deadline_after(now, m.extend_usec) > w->deadline)
             w->deadline = deadline_after(now, m.extend_usec);
-        if (m.ready && w->state == PS_STARTING && S.cfg->ready_mode == READY_NOTIFY) {
+        if (m.ready && w->state == PS_STARTING && sv->cfg->ready_mode == READY_NOTIFY) {
             char how[64];
             (void)snprintf(how, sizeof how, "READY=1 from pid %ld", (long)m.pid);
-            proc_ready(w, now, how);
+            proc_ready(sv, w, now, how);
         }
     }
 }

@@ -4,33 +4,25 @@
  * systemd passed that no --listen claimed, each described for the two
  * protocols the workers get.
  */
-#include "supervisor.h"
+#include "tool.h"
 
-#include <string.h>
+#include <errno.h>
 #include <stdio.h>
-#include <sys/socket.h>
+#include <string.h>
 
 static void describe_listener(struct listener *l)
 {
-    struct sockaddr_storage ss = {0};
-    socklen_t slen = sizeof ss;
-    int type = 0;
-    socklen_t tlen = sizeof type;
     handoff_addr a;
+    int r = handoff_addr_from_fd(l->fd, &a);
 
     (void)snprintf(l->spec, sizeof l->spec, "(not a socket)");
     l->starter[0] = '\0';
-    if (getsockopt(l->fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 ||
-        getsockname(l->fd, (struct sockaddr *)&ss, &slen) < 0 || slen > sizeof a.sa.raw)
+    /* A type handoff does not serve (a unix datagram socket) still has an
+     * address to show. */
+    if (r < 0 && r != -EPROTOTYPE)
         return;
-    memset(&a, 0, sizeof a);
-    memcpy(a.sa.raw, &ss, slen);
-    a.len = slen;
-    a.family = ss.ss_family;
-    a.socktype = type;
-    a.kind = ss.ss_family == AF_UNIX ? HANDOFF_ADDR_UNIX : type == SOCK_DGRAM ? HANDOFF_ADDR_UDP : HANDOFF_ADDR_TCP;
     if (handoff_addr_format(&a, l->spec, sizeof l->spec) < 0) {
-        (void)snprintf(l->spec, sizeof l->spec, "(family %d)", ss.ss_family);
+        (void)snprintf(l->spec, sizeof l->spec, "(family %d)", a.family);
         return;
     }
     /* Server::Starter keys: "host:port", "[v6]:port", "/path". */
@@ -42,46 +34,46 @@ static void describe_listener(struct listener *l)
     (void)snprintf(l->starter, sizeof l->starter, "%s", k);
 }
 
-int open_listeners(bool nonblock)
+int open_listeners(handoff_t *h, const struct config *cfg, struct listener *ls, int *n)
 {
     handoff_listen_options o = HANDOFF_LISTEN_OPTIONS_INIT;
     handoff_inherited_info inh[TOOL_MAX_LISTEN];
-    int n;
+    int ninh;
 
-    if (!nonblock)
+    *n = 0;
+    if (!cfg->nonblock)
         o.flags |= HANDOFF_LISTEN_BLOCKING;
-    for (int i = 0; i < S.cfg->nlisten; i++) {
-        struct listener *l = &S.ls[S.nls];
+    for (int i = 0; i < cfg->nlisten; i++) {
+        struct listener *l = &ls[*n];
         const char *spec;
-        listen_split(S.cfg->listen[i], l->name, sizeof l->name, &spec);
-        l->fd = handoff_listen(S.h, l->name, spec, &o);
+        listen_split(cfg->listen[i], l->name, sizeof l->name, &spec);
+        l->fd = handoff_listen(h, l->name, spec, &o);
         if (l->fd < 0) {
-            log_err("--listen %s: %s", S.cfg->listen[i], handoff_errmsg(S.h));
+            log_err("--listen %s: %s", cfg->listen[i], handoff_errmsg(h));
             return -1;
         }
         describe_listener(l);
-        S.nls++;
+        (*n)++;
     }
     /* Sockets systemd passed that no --listen claimed are passed on too,
      * in their order, under their names. */
-    n = handoff_inherited(S.h, inh, TOOL_MAX_LISTEN);
-    for (int i = 0; i < n && i < TOOL_MAX_LISTEN; i++) {
+    ninh = handoff_inherited(h, inh, TOOL_MAX_LISTEN);
+    for (int i = 0; i < ninh && i < TOOL_MAX_LISTEN; i++) {
         if (inh[i].claimed || inh[i].fd < 0)
             continue;
-        if (S.nls == TOOL_MAX_LISTEN) {
+        if (*n == TOOL_MAX_LISTEN) {
             log_err("more than %d sockets", TOOL_MAX_LISTEN);
             return -1;
         }
-        struct listener *l = &S.ls[S.nls];
+        struct listener *l = &ls[*n];
         (void)snprintf(l->name, sizeof l->name, "%s", inh[i].name);
-        l->fd = handoff_take_fd(S.h, inh[i].name);
+        l->fd = handoff_take_fd(h, inh[i].name);
         if (l->fd < 0)
             continue;
         l->owned = true;
         describe_listener(l);
         log_info("adopted inherited fd as %s (%s)", l->name, l->spec);
-        S.nls++;
+        (*n)++;
     }
     return 0;
 }
-

@@ -29,37 +29,37 @@ static unsigned add_gen(unsigned *gens, unsigned ng, unsigned g)
     return ng;
 }
 
-void sup_status(struct sbuf *b)
+void sup_status(const struct supervisor *sv, struct sbuf *b)
 {
     uint64_t now = handoff_now_usec();
     unsigned gens[128], ng = 0;
     char d[32], d2[32];
 
     sbuf_printf(b, "supervisor: pid %ld, up %s, %s\n", (long)getpid(),
-            dur(now - S.start_time, d, sizeof d),
-            S.stopping ? "stopping" : S.reloading ? "reloading" : S.ready_sent ? "ready" : "starting");
+            dur(now - sv->start_time, d, sizeof d),
+            sv->stopping ? "stopping" : sv->reloading ? "reloading" : sv->ready_sent ? "ready" : "starting");
     /* What a worker, a command line or the environment gave us is escaped:
      * the text goes to a terminal. */
     sbuf_printf(b, "command:");
-    for (char **a = S.cfg->argv; *a; a++) {
+    for (char **a = sv->cfg->argv; *a; a++) {
         sbuf_printf(b, " ");
         sbuf_text(b, *a);
     }
     sbuf_printf(b, "\n");
-    for (int i = 0; i < S.nls; i++) {
+    for (int i = 0; i < sv->nls; i++) {
         sbuf_printf(b, "listen: fd %d ", HANDOFF_LISTEN_FDS_START + i);
-        sbuf_text(b, S.ls[i].name);
+        sbuf_text(b, sv->ls[i].name);
         sbuf_printf(b, " ");
-        sbuf_text(b, S.ls[i].spec);
+        sbuf_text(b, sv->ls[i].spec);
         sbuf_printf(b, "\n");
     }
     /* Generations, newest first: those of any process or pending restart. */
-    for (size_t i = 0; i < S.nprocs; i++)
-        if (S.procs[i]->kind == PK_WORKER)
-            ng = add_gen(gens, ng, S.procs[i]->gen);
-    for (int i = 0; i < S.cfg->workers; i++)
-        if (S.slots[i].respawn_at)
-            ng = add_gen(gens, ng, S.slots[i].respawn_gen);
+    for (size_t i = 0; i < sv->nprocs; i++)
+        if (sv->procs[i]->kind == PK_WORKER)
+            ng = add_gen(gens, ng, sv->procs[i]->gen);
+    for (int i = 0; i < sv->cfg->workers; i++)
+        if (sv->slots[i].respawn_at)
+            ng = add_gen(gens, ng, sv->slots[i].respawn_gen);
     for (unsigned pass = 0; pass < ng; pass++) {
         unsigned g = 0;
         for (unsigned k = 0; k < ng; k++)
@@ -70,14 +70,14 @@ void sup_status(struct sbuf *b)
         for (unsigned k = 0; k < ng; k++)
             if (gens[k] == g)
                 gens[k] = 0;
-        struct gen_info *gi = gen_info(g);
-        bool active = false, draining = false, starting = S.reloading && g == S.reload_gen;
-        for (int i = 0; i < S.cfg->workers; i++)
-            active |= (S.slots[i].cur && S.slots[i].cur->gen == g) ||
-                      (S.slots[i].respawn_at && S.slots[i].respawn_gen == g);
-        for (size_t i = 0; i < S.nprocs; i++)
-            draining |= S.procs[i]->kind == PK_WORKER && S.procs[i]->gen == g &&
-                        S.procs[i]->state >= PS_STOPPING;
+        const struct gen_info *gi = &sv->gens[g % NGEN];
+        bool active = false, draining = false, starting = sv->reloading && g == sv->reload_gen;
+        for (int i = 0; i < sv->cfg->workers; i++)
+            active |= (sv->slots[i].cur && sv->slots[i].cur->gen == g) ||
+                      (sv->slots[i].respawn_at && sv->slots[i].respawn_gen == g);
+        for (size_t i = 0; i < sv->nprocs; i++)
+            draining |= sv->procs[i]->kind == PK_WORKER && sv->procs[i]->gen == g &&
+                        sv->procs[i]->state >= PS_STOPPING;
         sbuf_printf(b, "generation %u: %s%s%s, started %s ago", g,
                 starting ? "starting" : active ? "active" : draining ? "draining" : "failed",
                 active && draining ? "+draining" : "", starting && active ? "+active" : "",
@@ -85,19 +85,19 @@ void sup_status(struct sbuf *b)
         if (gi->ready_at)
             sbuf_printf(b, ", ready in %s", dur(gi->ready_at - gi->started, d, sizeof d));
         sbuf_printf(b, "\n");
-        for (int i = 0; i < S.cfg->workers; i++) {
-            struct slot *s = &S.slots[i];
+        for (int i = 0; i < sv->cfg->workers; i++) {
+            const struct slot *s = &sv->slots[i];
             if (s->respawn_at && s->respawn_gen == g)
                 sbuf_printf(b, "  worker %d: no process, restart %u in %s (%u crash%s in a row)\n",
                         i, s->restarts, dur(s->respawn_at > now ? s->respawn_at - now : 0, d, sizeof d),
                         s->streak, s->streak == 1 ? "" : "es");
         }
-        for (size_t n = 0; n < S.nprocs * (size_t)S.cfg->workers; n++) {
+        for (size_t n = 0; n < sv->nprocs * (size_t)sv->cfg->workers; n++) {
             /* By slot, then in table order. */
-            struct proc *p = S.procs[n % S.nprocs];
-            if (p->kind != PK_WORKER || p->gen != g || p->slot != (int)(n / S.nprocs))
+            const struct proc *p = sv->procs[n % sv->nprocs];
+            if (p->kind != PK_WORKER || p->gen != g || p->slot != (int)(n / sv->nprocs))
                 continue;
-            struct slot *s = &S.slots[p->slot];
+            const struct slot *s = &sv->slots[p->slot];
             sbuf_printf(b, "  worker %d: pid %ld, %s, up %s", p->slot, (long)p->pid,
                     state_name(p), dur(now - p->started, d, sizeof d));
             if (p->state >= PS_STOPPING && p->stop_at)
@@ -120,13 +120,13 @@ void sup_status(struct sbuf *b)
             }
         }
     }
-    sbuf_printf(b, "reloads: %u ok, %u failed%s%s\n", S.reloads_ok, S.reloads_failed,
-            S.reloading ? ", one in progress" : "",
-            S.reload_pending && S.reload_wait_since ? ", one waiting for a draining generation to finish"
+    sbuf_printf(b, "reloads: %u ok, %u failed%s%s\n", sv->reloads_ok, sv->reloads_failed,
+            sv->reloading ? ", one in progress" : "",
+            sv->reload_pending && sv->reload_wait_since ? ", one waiting for a draining generation to finish"
                                                     : "");
-    if (S.last_failure[0]) {
+    if (sv->last_failure[0]) {
         sbuf_printf(b, "last failure: ");
-        sbuf_text(b, S.last_failure);
+        sbuf_text(b, sv->last_failure);
         sbuf_printf(b, "\n");
     }
 }

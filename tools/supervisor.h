@@ -1,12 +1,30 @@
 /*
- * supervisor.h - the state of `handoff run`, shared by supervisor.c (the
- * process table, exits, signals, timers, the loop), reload.c (reloads and
- * readiness), status.c (`handoff status`) and sockets.c (--listen).
- * Never installed.
+ * supervisor.h - the state of `handoff run` and the modules that work on
+ * it: state.c (the process table, starting and stopping processes,
+ * systemd notifications), reload.c (reloads and readiness), status.c
+ * (`handoff status`), exits.c (reaping) and supervisor.c (the loop).
+ * There is no global: each function gets the struct supervisor it works
+ * on. Never installed.
+ *
+ * Model. There are --workers slots. Each slot has a current process
+ * (`cur`, serving or starting after a crash) and, during a reload, a next
+ * one (`next`). A reload starts generation N+1 in every slot (or, with
+ * --rolling, in one slot at a time); a slot commits when its next process
+ * is ready: next becomes cur and the old cur gets the stop signal and
+ * drains until --drain-timeout, then SIGKILL to its process group. A next
+ * process that exits or times out before it is ready fails the reload: the
+ * new generation is killed and reaped, the current one never stopped
+ * serving, and `handoff reload` reports why.
+ *
+ * Every process the supervisor starts leads its own process group (pgid =
+ * pid). Once a leader has exited, what is left of its group (a server's
+ * own workers, orphaned) is tracked until it is gone, stopped within the
+ * drain timeout like any draining process.
  */
 #ifndef HANDOFF_SUPERVISOR_H
 #define HANDOFF_SUPERVISOR_H
 
+#include "shared/notify.h"
 #include "tool.h"
 
 enum pstate {
@@ -56,8 +74,9 @@ struct gen_info {
 #define NGEN 64
 
 struct supervisor {
-    struct config *cfg;
+    const struct config *cfg;
     handoff_t *h;
+    sigset_t orig_mask;   /* at start-up: what every child starts with */
     int epfd, sigfd;
     struct notify_sock notify;
     unsigned long notify_ignored; /* notifications from non-workers */
@@ -89,6 +108,7 @@ struct supervisor {
     unsigned term_count;
     int exit_code;
     /* systemd's NOTIFY_SOCKET: the last failure (-errno) and lost messages */
+    struct handoff__notifier sd;
     char sd_path[128];
     int sd_err;
     unsigned sd_lost;
@@ -96,35 +116,59 @@ struct supervisor {
     uint64_t watchdog_usec, watchdog_next;
 };
 
-extern struct supervisor S;
-
-/* supervisor.c */
-struct gen_info *gen_info(unsigned id);
-const char *dur(uint64_t usec, char *buf, size_t len);
-void notify_systemd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-struct proc *proc_add(int kind, pid_t pid, unsigned gen, int slot);
-void proc_stop(struct proc *p, uint64_t now);
+/* ---- state.c ---- */
+struct gen_info *gen_info(struct supervisor *sv, unsigned id);
+/* To systemd's NOTIFY_SOCKET (if any), never blocking. */
+void notify_systemd(struct supervisor *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+struct proc *proc_add(struct supervisor *sv, int kind, pid_t pid, unsigned gen, int slot);
+void proc_remove(struct supervisor *sv, struct proc *p);
+/* The live (not reaped) process with that pid, or NULL. */
+struct proc *proc_by_pid(struct supervisor *sv, pid_t pid);
+/* The stop signal, and SIGKILL after --drain-timeout (on_timers). */
+void proc_stop(struct supervisor *sv, struct proc *p, uint64_t now);
+/* SIGKILL to its process group, now. */
 void proc_kill(struct proc *p);
 void kill_check(struct proc *p);
-const char *wname(const struct proc *p, char *buf, size_t len);
-const char *wshort(const struct proc *p, char *buf, size_t len);
-struct proc *start_worker(int slot, unsigned gen, char *err, size_t errlen);
-bool all_cur_ready(void);
-uint64_t deadline_after(uint64_t now, uint64_t timeout);
+/* "generation 3 worker 1 (pid 42)"; wshort(): "worker 1 (pid 42)". */
+const char *wname(const struct supervisor *sv, const struct proc *p, char *buf, size_t len);
+const char *wshort(const struct supervisor *sv, const struct proc *p, char *buf, size_t len);
+/* Spawns generation gen's worker for slot, in state STARTING. NULL with
+ * the reason in err. */
+struct proc *start_worker(struct supervisor *sv, int slot, unsigned gen, char *err, size_t errlen);
+/* Spawns a --ready-command run for worker p (tried again later on failure). */
+void start_check(struct supervisor *sv, struct proc *p, uint64_t now);
+bool all_cur_ready(const struct supervisor *sv);
 
-/* reload.c */
+/* ---- reload.c ---- */
+/* Asks for a reload; returns the sequence number its answer will carry,
+ * or 0 with *why set when no reload can run (stopping). */
+uint64_t request_reload(struct supervisor *sv, const char **why);
 /* False while a pending reload must wait for a draining generation to
  * finish (--max-draining); kills the oldest once it waited too long. */
-bool reload_may_start(uint64_t now);
+bool reload_may_start(struct supervisor *sv, uint64_t now);
 /* When reload_may_start() gives up waiting, or UINT64_MAX. */
-uint64_t reload_wait_deadline(void);
-void reload_start(uint64_t now);
-void reload_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void reload_finish(bool ok, const char *msg);
-void proc_ready(struct proc *p, uint64_t now, const char *how);
-void on_notify(uint64_t now);
+uint64_t reload_wait_deadline(const struct supervisor *sv);
+void reload_start(struct supervisor *sv, uint64_t now);
+/* Kills the new generation; the answer goes out once it is reaped. */
+void reload_fail(struct supervisor *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void reload_finish(struct supervisor *sv, bool ok, const char *msg);
+/* p is ready (how: for the log): commits its slot, ends a reload, or
+ * completes the start-up. */
+void proc_ready(struct supervisor *sv, struct proc *p, uint64_t now, const char *how);
+/* Reads what the workers sent to the notify socket. */
+void on_notify(struct supervisor *sv, uint64_t now);
 
-/* sockets.c */
-int open_listeners(bool nonblock);
+/* ---- status.c ---- */
+/* Appends the status text (several lines, each ending in '\n'). */
+void sup_status(const struct supervisor *sv, struct sbuf *b);
+
+/* ---- exits.c ---- */
+/* Reaps every exited child (waitpid loop) and acts on each exit. */
+void reap_all(struct supervisor *sv, uint64_t now);
+/* Blocks until every process in the table is reaped (they were sent
+ * SIGKILL), without losing an exit status to a bare waitpid(). */
+void reap_until_empty(struct supervisor *sv);
+/* Restarts the slots whose crash-restart delay has passed. */
+void respawn_due(struct supervisor *sv, uint64_t now);
 
 #endif

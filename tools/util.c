@@ -1,14 +1,19 @@
 /*
- * util.c - logging, durations, signal names and the default control path.
+ * util.c - logging, durations, growable strings, signal names and the
+ * runtime directories.
  */
 #include "tool.h"
+
+#include "shared/status.h"
 
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +49,15 @@ void tool_log(int level, const char *fmt, ...)
     (void)vsnprintf(line + off, sizeof line - (size_t)off, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     va_end(ap);
     (void)fprintf(stderr, "%s\n", line);
+}
+
+void tool_lib_log(void *userdata, int level, const char *msg)
+{
+    (void)userdata;
+    tool_log(level <= HANDOFF_LOG_ERR       ? LOG_ERR_
+             : level == HANDOFF_LOG_WARNING ? LOG_WARN_
+                                            : LOG_DEBUG_,
+             "%s", msg);
 }
 
 static bool sbuf_grow(struct sbuf *b, size_t more)
@@ -201,7 +215,12 @@ int parse_duration(const char *s, uint64_t *out)
     return 0;
 }
 
-const char *fmt_duration(uint64_t usec, char *buf, size_t len)
+uint64_t deadline_after(uint64_t now, uint64_t timeout)
+{
+    return timeout == HANDOFF_NO_TIMEOUT || now > UINT64_MAX - timeout ? UINT64_MAX : now + timeout;
+}
+
+const char *dur(uint64_t usec, char *buf, size_t len)
 {
     if (usec < 10 * HANDOFF_USEC_PER_MSEC)
         (void)snprintf(buf, len, "%.1f ms", (double)usec / 1e3);
@@ -218,58 +237,10 @@ const char *fmt_duration(uint64_t usec, char *buf, size_t len)
     return buf;
 }
 
-static const struct {
-    int signo;
-    const char *name;
-} signames[] = {
-    {SIGHUP, "HUP"},   {SIGINT, "INT"},     {SIGQUIT, "QUIT"},     {SIGILL, "ILL"},
-    {SIGTRAP, "TRAP"}, {SIGABRT, "ABRT"},   {SIGBUS, "BUS"},       {SIGFPE, "FPE"},
-    {SIGKILL, "KILL"}, {SIGUSR1, "USR1"},   {SIGSEGV, "SEGV"},     {SIGUSR2, "USR2"},
-    {SIGPIPE, "PIPE"}, {SIGALRM, "ALRM"},   {SIGTERM, "TERM"},     {SIGCHLD, "CHLD"},
-    {SIGCONT, "CONT"}, {SIGSTOP, "STOP"},   {SIGTSTP, "TSTP"},     {SIGTTIN, "TTIN"},
-    {SIGTTOU, "TTOU"}, {SIGURG, "URG"},     {SIGXCPU, "XCPU"},     {SIGXFSZ, "XFSZ"},
-    {SIGVTALRM, "VTALRM"}, {SIGPROF, "PROF"}, {SIGWINCH, "WINCH"}, {SIGIO, "IO"},
-    {SIGPWR, "PWR"},   {SIGSYS, "SYS"},
-};
-
-int parse_signal(const char *s)
+const char *sig_abbrev(int signo)
 {
-    char *end;
-    long v;
-
-    if (!s || !*s)
-        return -1;
-    if (strncmp(s, "SIG", 3) == 0)
-        s += 3;
-    for (size_t i = 0; i < sizeof signames / sizeof signames[0]; i++)
-        if (strcasecmp(s, signames[i].name) == 0)
-            return signames[i].signo;
-    v = strtol(s, &end, 10);
-    if (*end || v < 1 || v > 64)
-        return -1;
-    return (int)v;
-}
-
-const char *signal_name(int signo)
-{
-    static char buf[16];
-    for (size_t i = 0; i < sizeof signames / sizeof signames[0]; i++)
-        if (signames[i].signo == signo)
-            return signames[i].name;
-    (void)snprintf(buf, sizeof buf, "%d", signo);
-    return buf;
-}
-
-const char *describe_status(int status, char *buf, size_t len)
-{
-    if (WIFEXITED(status))
-        (void)snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
-    else if (WIFSIGNALED(status))
-        (void)snprintf(buf, len, "was killed by SIG%s%s", signal_name(WTERMSIG(status)),
-                       WCOREDUMP(status) ? " (core dumped)" : "");
-    else
-        (void)snprintf(buf, len, "ended with status 0x%x", (unsigned)status);
-    return buf;
+    const char *n = handoff__signal_abbrev(signo);
+    return n ? n : "?";
 }
 
 int status_exit_code(int status)
@@ -279,6 +250,19 @@ int status_exit_code(int status)
     if (WIFSIGNALED(status))
         return 128 + WTERMSIG(status);
     return EXIT_FAILED;
+}
+
+int unix_sockaddr(const char *path, struct sockaddr_un *sun, socklen_t *len)
+{
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof sun->sun_path)
+        return -ENAMETOOLONG;
+    memset(sun, 0, sizeof *sun);
+    sun->sun_family = AF_UNIX;
+    memcpy(sun->sun_path, path, n);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
 }
 
 int runtime_dir(int which, char *buf, size_t len, bool create_dir)

@@ -6,8 +6,7 @@
  *
  * Files, lowest layer first; a file calls only files of lower layers
  * (`ctest -R deps-tools` checks it from the object files, and
- * `python3 tests/check-deps.py build/tools/CMakeFiles/handoff_tool_obj.dir/\*.o`
- * prints the layers):
+ * `scripts/check-structure.py --build BUILD-DIR` prints the layers):
  *
  *   0  util.c        logging, durations, growable strings, runtime dirs
  *      procfs.c      what /proc says about other processes

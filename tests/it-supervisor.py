@@ -776,8 +776,8 @@ def case_child_parity(tmp):
     """The library (an upgrade of echo) and the command (a reload of
     `handoff run`) give a child the same environment - the same variables
     taken out and the same ones written, apart from each one's own channel
-    (the library's handshake socket and its parent's pid, the supervisor's
-    NOTIFY_SOCKET and Server::Starter's variables) - and describe its end in the same words
+    (the library's handshake: HANDOFF_READY_FD, HANDOFF_PARENT_PID, ...;
+    the supervisor's NOTIFY_SOCKET and Server::Starter's variables) - and describe its end in the same words
     (one wait-status formatter, src/shared/status.c)."""
     import resource
     resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
@@ -844,8 +844,12 @@ def case_child_parity(tmp):
     cmdd = json.load(open(os.path.join(tmp, "sup-exit3.json")))
     le, ce = dict(lib["env"]), dict(cmdd["env"])
     check(le.pop("LISTEN_PID") == str(lib["pid"]) and ce.pop("LISTEN_PID") == str(cmdd["pid"]), "LISTEN_PID")
-    ready_fd = int(le.pop("HANDOFF_READY_FD"))          # the library's handshake socket,
-    check(le.pop("HANDOFF_PARENT_PID") == str(echo.pid), "HANDOFF_PARENT_PID")  # and its peer
+    # The library's handshake: its socket, its peer, and whatever else it
+    # tells its successor there (HANDOFF_* beside the generation number).
+    ready_fd = int(le["HANDOFF_READY_FD"])
+    check(le["HANDOFF_PARENT_PID"] == str(echo.pid), "HANDOFF_PARENT_PID")
+    handshake = {k: le.pop(k) for k in list(le) if k.startswith("HANDOFF_") and k != "HANDOFF_GENERATION"}
+    log(f"the library's handshake variables: {handshake}")
     for k in ("SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION", "NOTIFY_SOCKET"):
         ce.pop(k)                                       # the supervisor's own channels
     check(ce.get("SERVER_STARTER_PORT") is None and "bogus" not in json.dumps(cmdd["env"]), "stale variable")

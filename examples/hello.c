@@ -8,7 +8,7 @@
  *
  * SIGHUP re-executes the binary with zero downtime (the new process
  * inherits the listening sockets; this one drains), SIGTERM/SIGINT drain
- * and exit. Exit status: 0 after a graceful drain, 1 on failure or when
+ * and exit; SIGUSR1/SIGUSR2 are logged and ignored. Exit status: 0 after a graceful drain, 1 on failure or when
  * the drain timeout cut connections off, 100 on bad usage.
  */
 #include <errno.h>

@@ -22,6 +22,10 @@
  *   /block?MS        sleeps MS ms in the handler, blocking its worker (what
  *                    a handler must never do; the drain tests need it)
  *
+ * --crash-after-ready MS makes the process die (SIGKILL) MS ms after it
+ * has become the serving generation (its pid is in the --pid-file): a new
+ * version that fails right after taking over, for the resume window.
+ *
  * it-http-server --check-listen-failure ADDR CERT KEY runs no server: it
  * drives layer 2 (handoff_http_server_listen()) through failures that
  * happen after the socket was bound (CERT/KEY must not load), checks that
@@ -34,6 +38,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -427,9 +432,58 @@ static int check_listen_failure(const char *spec, const char *cert, const char *
     return ok ? 0 : 1;
 }
 
+struct crash {
+    const char *pid_file;
+    long ms;
+};
+
+/* Polls the pid file until it names this process, then dies. Created
+ * before handoff_http_serve() with every signal blocked, so that it never
+ * takes a signal meant for the server's loop. */
+static void *crash_thread(void *arg)
+{
+    struct crash *cr = arg;
+    char want[32];
+    snprintf(want, sizeof want, "%ld\n", (long)getpid());
+    for (;;) {
+        char buf[32] = "";
+        FILE *f = fopen(cr->pid_file, "r");
+        if (f) {
+            if (!fgets(buf, sizeof buf, f))
+                buf[0] = '\0';
+            fclose(f);
+        }
+        if (strcmp(buf, want) == 0)
+            break;
+        sleep_ms(5);
+    }
+    sleep_ms(cr->ms);
+    (void)kill(getpid(), SIGKILL);
+    return NULL;
+}
+
+static int start_crash_thread(struct crash *cr)
+{
+    sigset_t all, old;
+    pthread_t t;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int r = pthread_create(&t, NULL, crash_thread, cr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r == 0)
+        pthread_detach(t);
+    return r == 0 ? 0 : -1;
+}
+
 static uint64_t num(const char *s)
 {
     return strtoull(s, NULL, 10);
+}
+
+/* Milliseconds as microseconds; "never" is HANDOFF_NO_TIMEOUT. */
+static uint64_t usec(const char *s)
+{
+    return strcmp(s, "never") == 0 ? HANDOFF_NO_TIMEOUT : num(s) * 1000;
 }
 
 int main(int argc, char **argv)
@@ -439,6 +493,7 @@ int main(int argc, char **argv)
     const char *cert = NULL, *key = NULL;
     handoff_options core = HANDOFF_OPTIONS_INIT;
     handoff_http_options o = HANDOFF_HTTP_OPTIONS_INIT;
+    struct crash crash = {NULL, -1};
     o.handler = handle;
     o.on_drain = on_drain;
     o.health_path = "/healthz";
@@ -463,17 +518,21 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--max-keepalive"))
             o.max_keepalive_requests = (unsigned)num(v);
         else if (!strcmp(a, "--read-timeout-ms"))
-            o.read_timeout_usec = num(v) * 1000;
+            o.read_timeout_usec = usec(v);
         else if (!strcmp(a, "--write-timeout-ms"))
-            o.write_timeout_usec = num(v) * 1000;
+            o.write_timeout_usec = usec(v);
         else if (!strcmp(a, "--idle-timeout-ms"))
-            o.idle_timeout_usec = num(v) * 1000;
+            o.idle_timeout_usec = usec(v);
         else if (!strcmp(a, "--tls-timeout-ms"))
-            o.tls_handshake_timeout_usec = num(v) * 1000;
+            o.tls_handshake_timeout_usec = usec(v);
         else if (!strcmp(a, "--lame-duck-ms"))
-            o.lame_duck_usec = num(v) * 1000;
+            o.lame_duck_usec = usec(v);
         else if (!strcmp(a, "--drain-timeout-ms"))
-            o.hammer_timeout_usec = num(v) * 1000;
+            o.hammer_timeout_usec = usec(v);
+        else if (!strcmp(a, "--resume-window-ms"))
+            core.resume_window_usec = usec(v);
+        else if (!strcmp(a, "--crash-after-ready"))
+            crash.ms = (long)num(v);
         else {
             fprintf(stderr, "it-http-server: bad option %s\n", a);
             return 100;
@@ -485,6 +544,13 @@ int main(int argc, char **argv)
     }
     o.listen = ls;
     o.num_listen = nls;
+    if (crash.ms >= 0) {
+        crash.pid_file = core.pid_file;
+        if (!crash.pid_file || start_crash_thread(&crash) < 0) {
+            fprintf(stderr, "it-http-server: --crash-after-ready needs --pid-file\n");
+            return 100;
+        }
+    }
     char err[512];
     int r = handoff_http_serve(&core, &o, 1, err, sizeof err);
     if (r < 0)

@@ -649,6 +649,67 @@ def case_restart():
     wait_until(lambda: not alive(newer), 10, "third generation exit")
 
 
+def info_pid(port):
+    """The pid of the process that answers /info on a new connection."""
+    c = Conn(port, timeout=30)  # a ThreadSanitizer server on a busy machine is slow
+    try:
+        c.send(req("/info", headers=["Connection: close"]))
+        st, h, body, _ = c.response()
+    except OSError as e:
+        T.fail("no answer on a new connection: %r" % e)
+    finally:
+        c.close()
+    check(st == 200, "/info: %d" % st)
+    m = re.search(rb"pid=(\d+)", body)
+    check(m, "/info: %r" % body)
+    return int(m.group(1))
+
+
+def case_resume():
+    """handoff_http_serve() with a resume window: a new version that dies
+    right after taking over is rolled back, and the old generation accepts
+    again (HANDOFF_EVENT_RESUME re-arms the listeners; issue 10 #3); a later
+    good upgrade still works."""
+    args = os.path.join(TMP, "extra-args")
+    with open(args, "w") as f:
+        f.write("")
+    script = os.path.join(TMP, "server.sh")
+    with open(script, "w") as f:
+        f.write('#!/bin/bash\nexec -a "$0" "%s" "$@" $(cat "%s")\n' % (SERVER, args))
+    os.chmod(script, 0o755)
+    srv = Server(["--threads", "2", "--resume-window-ms", "3000"], binary=script)
+    g1 = srv.pid()
+    check(info_pid(srv.port) == g1, "generation 1 does not answer")
+    with open(args, "w") as f:
+        f.write("--crash-after-ready 300")
+    srv.signal(signal.SIGHUP)
+    g2 = wait_until(lambda: (lambda p: p if p not in (0, g1) else 0)(srv.pid()), 20,
+                    "the new version to take over")
+    try:
+        wait_until(lambda: srv.pid() == g1, 20, "generation 1 to take the service back")
+    except AssertionError:
+        log(srv.logtext()[-2000:])
+        raise
+    wait_until(lambda: not alive(g2), 10, "the crashed version to go")
+    wait_until(lambda: "resumes serving" in srv.logtext(), 10, "the resume to be logged")
+    # New connections are accepted and answered by generation 1 again.
+    for i in range(20):
+        check(info_pid(srv.port) == g1, "request %d after the resume not served by %d" % (i, g1))
+    # A good version then takes over as usual.
+    with open(args, "w") as f:
+        f.write("")
+    srv.signal(signal.SIGHUP)
+    g3 = wait_until(lambda: (lambda p: p if p not in (0, g1, g2) else 0)(srv.pid()), 20,
+                    "the good version to take over")
+    check(info_pid(srv.port) == g3, "the good version does not serve")
+    check(srv.wait_exit(15) == 0, "generation 1 did not drain and exit")
+    check(info_pid(srv.port) == g3, "the good version stopped serving")
+    os.kill(g3, signal.SIGTERM)
+    wait_until(lambda: not alive(g3), 10, "the good version to exit")
+    log("  generation 2 (pid %d) died 300 ms after taking over; generation 1 (pid %d) "
+        "served again; then pid %d took over" % (g2, g1, g3))
+
+
 def case_shutdown():
     srv = Server(["--threads", "2"])
     out = {}
@@ -838,6 +899,147 @@ def case_load():
     r, out = res["r"]
     check(r["requests"] > 1000 and r["failed"] == 0, "wrk across restarts: %s" % out)
     os.kill(hello.pid(), signal.SIGTERM)
+
+
+def case_no_timeout():
+    """HANDOFF_NO_TIMEOUT ("never") for each timeout: nothing is cut,
+    where the sum since + timeout used to wrap and close every connection
+    at once (issue 10 #2)."""
+    cert, key = make_cert()
+    never = ["--threads", "1", "--read-timeout-ms", "never", "--idle-timeout-ms", "never",
+             "--write-timeout-ms", "never", "--tls-timeout-ms", "never"]
+    srv = Server(never + ["--drain-timeout-ms", "never"])
+    tls = Server(never, tls=(cert, key))
+    silent = Conn(srv.port)                       # read timeout, before a request
+    idle = Conn(srv.port)                         # idle timeout
+    idle.send(req("/"))
+    check(idle.response()[0] == 200, "first request")
+    head = Conn(srv.port)                         # read timeout, in the head
+    head.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    body = Conn(srv.port)                         # read timeout, in the body
+    body.send(req("/echo", method="POST", headers=["Content-Length: 10"]) + b"12345")
+    # Write timeout: 20 MB exceed what the socket buffers hold until the
+    # client reads. (A tiny SO_RCVBUF would stall loopback TCP itself: a
+    # window below one MSS is never advertised.)
+    reader = Conn(srv.port, timeout=20)
+    reader.send(req("/big?20000000"))
+    handshake = socket.create_connection(("127.0.0.1", tls.port), timeout=5)  # TLS handshake
+    time.sleep(2.0)
+    for name, c in (("silent", silent), ("idle", idle), ("partial head", head),
+                    ("partial body", body)):
+        check(not c.closed_within(0.05) and c.buf == b"",
+              "%s connection cut or answered: %r" % (name, c.buf[:80]))
+        c.s.settimeout(30)
+    silent.send(req("/"))
+    check(silent.response()[0] == 200, "silent connection not served")
+    idle.send(req("/"))
+    check(idle.response()[0] == 200, "idle connection not served")
+    head.send(b"\r\n")
+    check(head.response()[0] == 200, "partial head not served")
+    body.send(b"67890")
+    st, h, b, _ = body.response()
+    check(st == 200 and b == b"1234567890", "partial body: %d %r" % (st, b))
+    rhead = reader.read_until(b"\r\n\r\n")
+    check(rhead.startswith(b"HTTP/1.1 200") and b"Content-Length: 20000000" in rhead,
+          "slow reader: %r" % rhead[:200])
+    got = len(reader.buf)
+    reader.buf = b""
+    chunk = bytearray(1 << 20)
+    while got < 20000000:
+        n = reader.s.recv_into(chunk)
+        if not n:
+            break
+        got += n
+    check(got == 20000000, "slow reader cut after %d bytes" % got)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t = ctx.wrap_socket(handshake)
+    t.sendall(req("/", headers=["Connection: close"]))
+    check(t.recv(12) == b"HTTP/1.1 200", "late TLS handshake not served")
+    t.close()
+    # Hammer timeout "never": a slow request in flight at SIGTERM completes.
+    slow = Conn(srv.port, timeout=10)
+    slow.send(req("/defer?2500"))
+    time.sleep(0.3)
+    srv.signal(signal.SIGTERM)
+    st, h, b, _ = slow.response()
+    check(st == 200 and b == b"deferred\n", "request in flight: %d %r" % (st, b))
+    check(srv.wait_exit(10) == 0, "graceful exit with a hammer timeout of never")
+    for c in (silent, idle, head, body, reader, slow):
+        c.close()
+    # Lame duck "never": /healthz answers 503 until a second SIGTERM.
+    lame = Server(["--threads", "1", "--lame-duck-ms", "never"])
+    lame.signal(signal.SIGTERM)
+    time.sleep(1.0)
+    check(get(lame.port, "/healthz")[0] == 503, "lame duck over too early")
+    check(get(lame.port, "/")[0] == 200, "not serving in lame duck")
+    lame.signal(signal.SIGTERM)
+    lame.wait_exit(10)
+
+
+def vm_data(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def case_stalled_post():
+    """A request's body buffer grows as the body arrives: clients that
+    announce a large Content-Length and stall commit what they sent, not
+    max_body_bytes each (issue 10 #10)."""
+    srv = Server(["--threads", "1", "--max-body", "8000000"])
+    pid = srv.p.pid
+    get(srv.port, "/")
+    time.sleep(0.3)
+    before = vm_data(pid)
+    n = 40
+    head = req("/echo", method="POST", headers=["Content-Length: 8000000"])
+    conns = []
+    for i in range(n):
+        c = Conn(srv.port, timeout=20)
+        c.send(head + b"x" * 10000)
+        conns.append(c)
+    time.sleep(1.0)
+    grown = vm_data(pid) - before
+    log("  %d stalled POSTs announcing 8 MB each: the server's data grew by %.1f MB"
+        % (n, grown / 1e6))
+    check(grown < n * 256 * 1024, "%d stalled POSTs of 8 MB commit %.1f MB" % (n, grown / 1e6))
+    # A body that does arrive is still read whole.
+    c = conns[0]
+    c.send(b"y" * (8000000 - 10000))
+    st, h, body, _ = c.response()
+    check(st == 200 and len(body) == 8000000 and body[:10000] == b"x" * 10000 and
+          body[10000:] == b"y" * (8000000 - 10000), "8 MB body: %d, %d bytes" % (st, len(body)))
+    for c in conns:
+        c.close()
+
+
+def case_stray_signals():
+    """SIGUSR1 and SIGUSR2, which a server does not handle, neither kill
+    handoff_http_serve() nor the hello example, nor cut a request in
+    flight; each is logged (issue 10 #11)."""
+    for binary in (SERVER, HELLO):
+        srv = Server(["--threads", "1"], binary=binary)
+        c = Conn(srv.port, timeout=10)
+        c.send(req("/slow"))
+        time.sleep(0.2)
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGUSR1):
+            srv.signal(sig)
+            time.sleep(0.1)
+        st, h, body, _ = c.response()
+        check(st == 200, "%s: request in flight got %d" % (os.path.basename(binary), st))
+        c.close()
+        check(srv.p.poll() is None, "%s died of a stray signal (status %s)"
+              % (os.path.basename(binary), srv.p.returncode))
+        check(get(srv.port, "/")[0] == 200, "not serving after the signals")
+        text = srv.logtext()
+        check("SIGUSR1 from pid %d ignored" % os.getpid() in text and
+              "SIGUSR2 from pid %d ignored" % os.getpid() in text, "not logged: %r" % text[-300:])
+        srv.signal(signal.SIGTERM)
+        check(srv.wait_exit(10) == 0, "shutdown after the signals")
 
 
 def setup(args):

@@ -220,7 +220,8 @@ typedef struct handoff_http_listen_spec {
 } handoff_http_listen_spec;
 
 /* Options of one server. Zero-initialise (HANDOFF_HTTP_OPTIONS_INIT) and
- * set what you need; every zero field takes its default. */
+ * set what you need; every zero field takes its default. A timeout of
+ * HANDOFF_NO_TIMEOUT means never. */
 typedef struct handoff_http_options {
     handoff_http_handler handler;  /* required */
     void *userdata;                /* passed to handler and on_drain */
@@ -310,6 +311,12 @@ HANDOFF_EXPORT int handoff_http_listen_and_serve_tls(
  * the largest lame-duck delay, since the core's hammer timer starts at the
  * DRAIN event, before the lame duck. On a shutdown the listening sockets
  * are closed when the drain starts, so that new clients are refused.
+ * With the core's resume_window_usec, HANDOFF_EVENT_RESUME (the successor
+ * died right after taking over) makes the servers serve again.
+ * SIGUSR1 and SIGUSR2, if still at their default action (which would end
+ * the process), are watched and ignored with a warning. Without a log
+ * function in core, warnings and errors go to stderr (this layer owns the
+ * process; the core library alone is silent).
  * errbuf (may be NULL) receives a sentence when start-up fails.
  * Returns as handoff_http_listen_and_serve(). Thread-safe: no. */
 HANDOFF_EXPORT int handoff_http_serve(const handoff_options *core,
@@ -389,6 +396,15 @@ HANDOFF_EXPORT int handoff_http_server_lame_duck(handoff_http_server *srv);
  * wait up to a second for a worker blocked in a handler. Idempotent.
  * Returns 0. */
 HANDOFF_EXPORT int handoff_http_server_drain(handoff_http_server *srv);
+
+/* Undoes a drain (call it on HANDOFF_EVENT_RESUME, which the core reports
+ * with resume_window_usec when the successor died right after taking
+ * over): the workers watch the listener fds again and keep-alive
+ * connections are kept again; connections the drain closed stay closed,
+ * and lame duck ends. The listener fds must still be open (the core keeps
+ * them through a hand-over). Returns 0 (also when not draining),
+ * -ESHUTDOWN after handoff_http_server_stop(), or -EINVAL. */
+HANDOFF_EXPORT int handoff_http_server_resume(handoff_http_server *srv);
 
 /* Stops the workers (call it on HANDOFF_EVENT_STOP): closes every
  * connection, runs pending deferred callbacks, and joins the threads.

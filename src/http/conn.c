@@ -263,9 +263,10 @@ static int reserve_input(struct hs_conn *c)
     if (c->state != HS_C_BODY) {
         limit = srv->limits.max_header_bytes + HS_RBUF_INIT;
     } else if (c->blk->hreq.body_kind == HH_BODY_LENGTH) {
+        /* Grown as the body arrives (doubling), never reserved up front:
+         * a client that announces a large body and stalls costs what it
+         * has sent. */
         limit = c->blk->req_len;
-        if (cap < limit)
-            cap = limit;
     } else {
         /* Decoded body plus one chunk-size line or trailer section. */
         limit = c->blk->head_len + (size_t)srv->o.max_body_bytes + 16384;

@@ -14,10 +14,12 @@
 #include "server.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DEFAULT_HAMMER (30 * HANDOFF_USEC_PER_SEC)
 
@@ -33,6 +35,53 @@ static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
     /* The analyzer (clang 14) loses track of va_start() here. */
     (void)vsnprintf(errbuf, errlen, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
     va_end(ap);
+}
+
+/* The layer that owns the process logs to stderr unless told otherwise
+ * (the core library itself stays silent without a log function). */
+static void stderr_log(void *userdata, int level, const char *msg)
+{
+    (void)userdata;
+    (void)level;
+    (void)fprintf(stderr, "handoff[%ld]: %s\n", (long)getpid(), msg);
+}
+
+struct logger {
+    handoff_log_fn fn;
+    void *userdata;
+    int level;
+};
+
+static void say(const struct logger *lg, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(const struct logger *lg, int level, const char *fmt, ...)
+{
+    if (level > lg->level)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(line, sizeof line, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
+    va_end(ap);
+    lg->fn(lg->userdata, level, line);
+}
+
+/* Signals whose default action would end the process although a server
+ * has no use for them: a stray one (a log rotation script's USR1, a
+ * supervisor forwarding what it got) must not kill the server with its
+ * requests in flight. Those still at their default action are watched
+ * through the handle and ignored, with a warning; a handler or SIG_IGN the
+ * application set before is left alone. */
+static const int quiet_signals[] = {SIGUSR1, SIGUSR2};
+
+static void watch_quiet_signals(handoff_t *h)
+{
+    for (size_t i = 0; i < sizeof quiet_signals / sizeof quiet_signals[0]; i++) {
+        struct sigaction sa;
+        if (sigaction(quiet_signals[i], NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+            (void)handoff_watch_signal(h, quiet_signals[i]); /* -ENOTSUP: NO_SIGNALS */
+    }
 }
 
 static uint64_t sat_add(uint64_t a, uint64_t b)
@@ -91,6 +140,12 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
     }
     co.drain_timeout_usec = hammer == HANDOFF_NO_TIMEOUT ? HANDOFF_NO_TIMEOUT
                                                           : sat_add(hammer, lame);
+    if (!co.log) {
+        co.log = stderr_log;
+        co.log_userdata = NULL;
+    }
+    struct logger lg = {co.log, co.log_userdata,
+                        co.log_level ? co.log_level : HANDOFF_LOG_WARNING};
 
     handoff_t *h = NULL;
     int r = handoff_new(&co, &h);
@@ -103,6 +158,7 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
         handoff_free(h);
         return -ENOMEM;
     }
+    watch_quiet_signals(h);
     for (size_t i = 0; i < n && r >= 0; i++) {
         r = handoff_http_server_new(h, &servers[i], &srv[i]);
         if (r < 0) {
@@ -158,6 +214,13 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
             } else {
                 drain_all(h, srv, n, ev.reason);
             }
+        } else if (ev.type == HANDOFF_EVENT_RESUME) {
+            /* The successor died within the resume window: serve again. */
+            each(srv, n, handoff_http_server_resume);
+        } else if (ev.type == HANDOFF_EVENT_SIGNAL) {
+            const char *name = sigabbrev_np(ev.signo);
+            say(&lg, HANDOFF_LOG_WARNING, "SIG%s from pid %ld ignored (no handler)",
+                name ? name : "?", (long)ev.pid);
         } else if (ev.type == HANDOFF_EVENT_STOP) {
             r = ev.reason == HANDOFF_STOP_DRAINED   ? 0
                 : ev.reason == HANDOFF_STOP_TIMEOUT ? -ETIMEDOUT

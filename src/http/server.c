@@ -117,6 +117,16 @@ void hs_date_update(struct hs_worker *w, bool force)
 /* ------------------------------------------------------------------------ */
 /* Timeouts: one list per class, sorted because each has one duration      */
 
+/* a + b, or UINT64_MAX (HANDOFF_NO_TIMEOUT: never) if that overflows. */
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+/* When a connection that entered list cls at since times out, or
+ * UINT64_MAX for never (a HANDOFF_NO_TIMEOUT option). */
+static uint64_t expiry(const struct hs_worker *w, int cls, uint64_t since);
+
 static uint64_t tdur(const struct hs_worker *w, int cls)
 {
     uint64_t d = w->srv->tdur[cls];
@@ -129,6 +139,12 @@ static uint64_t tdur(const struct hs_worker *w, int cls)
             d = HS_DRAIN_GRACE_NEW_USEC;
     }
     return d;
+}
+
+static uint64_t expiry(const struct hs_worker *w, int cls, uint64_t since)
+{
+    uint64_t d = tdur(w, cls);
+    return d == HANDOFF_NO_TIMEOUT ? UINT64_MAX : sat_add(since, d);
 }
 
 void hs_tset(struct hs_conn *c, int cls, bool refresh)
@@ -367,14 +383,27 @@ static void drop_incoming(struct hs_worker *w)
 
 static void apply_drain(struct hs_worker *w)
 {
-    if (w->draining)
-        return;
-    /* Idle and new connections are then closed by run_due() as their
-     * shortened timeouts expire; the others get "Connection: close". */
-    w->draining = true;
-    set_listeners(w, false);
-    w->accept_paused_until = 0;
-    atomic_store(&w->drain_ack, 1);
+    if (!w->draining) {
+        /* Idle and new connections are then closed by run_due() as their
+         * shortened timeouts expire; the others get "Connection: close". */
+        w->draining = true;
+        set_listeners(w, false);
+        w->accept_paused_until = 0;
+    }
+    /* The sequence number was raised before the flag was set, so this is
+     * the number of the drain that set it (or a later one). */
+    atomic_store(&w->drain_ack, atomic_load(&w->srv->drain_seq));
+}
+
+/* handoff_http_server_resume(): serve as before the drain. Keyed on the
+ * resume's number rather than on w->draining: the drain may have removed
+ * the listeners from this worker's epoll (from the loop thread) before
+ * the worker itself ever saw the flag. */
+static void apply_resume(struct hs_worker *w, unsigned seq)
+{
+    w->resume_seen = seq;
+    w->draining = false;
+    set_listeners(w, true); /* which re-checks the flag: a new drain wins */
 }
 
 /* The eventfd fired: control flags and responses from other threads. */
@@ -383,8 +412,11 @@ static void worker_wake(struct hs_worker *w)
     uint64_t v;
     while (read(w->evfd, &v, sizeof v) < 0 && errno == EINTR)
         ;
+    unsigned resumed = atomic_load(&w->srv->resume_seq);
     if (atomic_load(&w->srv->draining))
         apply_drain(w);
+    else if (resumed != w->resume_seen)
+        apply_resume(w, resumed);
 
     struct hs_incoming *in = take_incoming(w);
     while (in) {
@@ -421,8 +453,7 @@ static uint64_t next_deadline(struct hs_worker *w)
     for (int k = 1; k < HS_T_COUNT; k++) {
         struct hs_conn *c = w->tl[k].head;
         if (c) {
-            uint64_t d = tdur(w, k);
-            uint64_t at = d > UINT64_MAX - c->tsince ? UINT64_MAX : c->tsince + d;
+            uint64_t at = expiry(w, k, c->tsince);
             if (at < next)
                 next = at;
         }
@@ -439,9 +470,8 @@ static void run_due(struct hs_worker *w)
     while (w->ntimers && w->timers[0].at <= w->now)
         run_timer(timer_pop(w));
     for (int k = 1; k < HS_T_COUNT; k++) {
-        uint64_t d = tdur(w, k);
         struct hs_conn *c;
-        while ((c = w->tl[k].head) && c->tsince + d <= w->now) {
+        while ((c = w->tl[k].head) && expiry(w, k, c->tsince) <= w->now) {
             hs_tset(c, HS_T_NONE, false);
             hs_conn_timeout(c, k);
         }
@@ -809,8 +839,10 @@ int handoff_http_server_drain(handoff_http_server *srv)
 {
     if (!srv)
         return -EINVAL;
-    if (atomic_exchange(&srv->draining, 1))
+    if (atomic_load(&srv->draining))
         return 0;
+    unsigned seq = atomic_fetch_add(&srv->drain_seq, 1) + 1;
+    atomic_store(&srv->draining, 1);
     /* Stop accepting before returning: the successor owns new
      * connections from now on. The workers also do this themselves when
      * they wake (so that a paused listener is not re-added). */
@@ -826,7 +858,7 @@ int handoff_http_server_drain(handoff_http_server *srv)
      * may close the listeners once this returns. */
     uint64_t until = handoff_now_usec() + HANDOFF_USEC_PER_SEC;
     for (unsigned i = 0; i < srv->nws; i++) {
-        while (srv->ws[i].started && !atomic_load(&srv->ws[i].drain_ack) &&
+        while (srv->ws[i].started && atomic_load(&srv->ws[i].drain_ack) != seq &&
                handoff_now_usec() < until) {
             struct timespec ts = {.tv_nsec = 200000};
             (void)nanosleep(&ts, NULL);
@@ -834,6 +866,24 @@ int handoff_http_server_drain(handoff_http_server *srv)
     }
     if (srv->o.on_drain)
         srv->o.on_drain(srv, srv->o.userdata);
+    return 0;
+}
+
+int handoff_http_server_resume(handoff_http_server *srv)
+{
+    if (!srv)
+        return -EINVAL;
+    if (srv->stopped)
+        return -ESHUTDOWN;
+    atomic_store(&srv->lame, 0);
+    if (!atomic_load(&srv->draining))
+        return 0;
+    atomic_fetch_add(&srv->resume_seq, 1);
+    atomic_store(&srv->draining, 0);
+    /* Each worker watches the listeners again when it wakes. */
+    for (unsigned i = 0; i < srv->nws; i++)
+        if (srv->ws[i].started)
+            hs_wake(&srv->ws[i]);
     return 0;
 }
 

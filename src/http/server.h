@@ -239,6 +239,7 @@ struct hs_worker {
     int64_t date_sec;
     char date[30];
     bool draining;        /* this worker has applied the drain */
+    unsigned resume_seen; /* the last resume it applied */
     bool inited;          /* mu initialised */
     bool finishing;       /* stopped: no new deferred callbacks */
     uint64_t accept_paused_until; /* listeners unwatched (EMFILE) until */
@@ -263,8 +264,9 @@ struct hs_worker {
 
     /* Connections this worker serves or is about to (for balancing). */
     atomic_uint load;
-    /* Set once this worker has stopped accepting (see server_drain). */
-    atomic_int drain_ack;
+    /* The number of the last drain this worker applied (it stopped
+     * accepting): see handoff_http_server_drain(). */
+    atomic_uint drain_ack;
 };
 
 /* A connection accepted by one worker for another (see worker_accept()). */
@@ -292,6 +294,8 @@ struct handoff_http_server {
     bool started;
     bool stopped;
     atomic_int draining;
+    atomic_uint drain_seq; /* drains started (a resume allows another) */
+    atomic_uint resume_seq; /* resumes (see apply_resume()) */
     atomic_int stopping;
     atomic_int lame;
     atomic_ulong nconn;

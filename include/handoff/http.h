@@ -388,7 +388,8 @@ HANDOFF_EXPORT int handoff_http_server_lame_duck(handoff_http_server *srv);
 /* Starts the drain (call it on HANDOFF_EVENT_DRAIN): when it returns, no
  * worker watches or accepts on the listener fds any more (they are left
  * open for the successor; on a shutdown the caller may then close them,
- * e.g. with handoff_remove(), so that new clients are refused at once);
+ * e.g. with handoff_remove(), so that new clients are refused at once;
+ * what was already queued in the listen backlog is accepted and served);
  * requests in flight complete; each keep-alive connection gets
  * "Connection: close" on its next response; a connection idle for a
  * second (or new and silent for a second) is closed, after one last read

@@ -320,13 +320,11 @@ static void hand_over(struct hs_worker *to, struct hs_listener *l, int fd,
     hs_wake(to);
 }
 
-static void worker_accept(struct hs_worker *w, struct hs_listener *l)
+/* Accepts up to max connections from l (fewer when its queue is empty)
+ * and starts serving them, on this worker or a less loaded one. */
+static void accept_some(struct hs_worker *w, struct hs_listener *l, int max)
 {
-    if (w->draining || atomic_load_explicit(&w->srv->draining, memory_order_relaxed))
-        return;
-    for (int i = 0; i < HS_ACCEPT_BATCH; i++) {
-        if (i && atomic_load_explicit(&w->srv->draining, memory_order_relaxed))
-            return;
+    for (int i = 0; i < max; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof ss;
         ss.ss_family = AF_UNSPEC; /* should accept4() not fill it in */
@@ -356,6 +354,16 @@ static void worker_accept(struct hs_worker *w, struct hs_listener *l)
         else
             hand_over(to, l, fd, &ss, len);
     }
+}
+
+static void worker_accept(struct hs_worker *w, struct hs_listener *l)
+{
+    /* Draining: the connections this wake-up was for are taken by
+     * apply_drain(), which this worker runs next (the flag is set before
+     * the workers are woken). */
+    if (w->draining || atomic_load_explicit(&w->srv->draining, memory_order_relaxed))
+        return;
+    accept_some(w, l, HS_ACCEPT_BATCH);
 }
 
 static struct hs_incoming *take_incoming(struct hs_worker *w)
@@ -388,6 +396,17 @@ static void apply_drain(struct hs_worker *w)
          * shortened timeouts expire; the others get "Connection: close". */
         w->draining = true;
         set_listeners(w, false);
+        /* With EPOLLEXCLUSIVE the kernel wakes one epoll instance per new
+         * connection. One that woke this worker while the drain was being
+         * set up (and was not accepted, see worker_accept()) would wait in
+         * the backlog until another connection woke the successor, for
+         * ever on a quiet server: take what is queued now. The listeners
+         * are out of this worker's epoll already, so whatever arrives from
+         * now on wakes the successor (or, on a shutdown, is refused when
+         * the listeners close). The fds are still open: the drain has not
+         * been acknowledged yet. */
+        for (size_t i = 0; i < w->srv->nls; i++)
+            accept_some(w, &w->srv->ls[i], HS_DRAIN_SWEEP_MAX);
         w->accept_paused_until = 0;
     }
     /* The sequence number was raised before the flag was set, so this is

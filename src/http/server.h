@@ -43,8 +43,10 @@
  * heap (see trim_heap() in server.c). */
 #define HS_TRIM_HANDSHAKES 64
 #define HS_TRIM_QUIET_USEC (200 * HANDOFF_USEC_PER_MSEC)
-/* Connections accepted per listener event (fairness between workers). */
+/* Connections accepted per listener event (fairness between workers),
+ * and at most by a worker taking what is queued when it starts draining. */
 #define HS_ACCEPT_BATCH 16
+#define HS_DRAIN_SWEEP_MAX 4096
 /* After a final response, how long to read and discard what the client
  * still sends before closing (so that close() does not turn into a reset
  * that destroys the response in flight). */

@@ -865,6 +865,36 @@ def case_child_parity(tmp):
           f"fds: library {lib['fds']} (handshake {ready_fd}), command {cmdd['fds']}")
 
 
+def case_library_log(tmp):
+    """The library logs through the command's logger (handoff_options.log):
+    its warning about a LISTEN_FDS that names a closed fd reaches the
+    supervisor's log as a warning line of the command, with its time
+    stamp, whatever the library does by default (the team's rule: the
+    library is silent unless given a log function)."""
+    ctl = os.path.join(tmp, "lib.sock")
+    logpath = os.path.join(tmp, "lib.log")
+    # LISTEN_PID must be the supervisor's own pid: the shell exec's it.
+    script = (f'LISTEN_PID=$$ LISTEN_FDS=1 exec {ARGS.handoff} run --control {ctl} '
+              f'--ready-delay 0.05 -- sleep 60')
+    with open(logpath, "w") as f:
+        p = subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.DEVNULL, stdout=f, stderr=f)
+    try:
+        wait_until(lambda: os.path.exists(ctl), 20, "the control socket")
+        text = open(logpath).read()
+        line = [l for l in text.splitlines() if "LISTEN_FDS names fd 3" in l]
+        check(line, f"the library's warning did not reach the log:\n{text}")
+        log(f"library warning: {line[0]}")
+        check(re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z handoff\[\d+\]: warning: LISTEN_FDS names fd 3, which is not open",
+                       line[0]), f"not through the command's logger: {line[0]}")
+    finally:
+        p.terminate()
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
 def case_socket_activation(tmp):
     """Under systemd-socket-activate the supervisor adopts LISTEN_FDS (with
     names) and passes them on, still reloadable."""

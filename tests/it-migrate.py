@@ -10,6 +10,7 @@ fds and logs. Usage: it-migrate.py --echo PATH CASE
 Every wait is bounded; everything started is killed at the end; traffic only
 to 127.0.0.1 and unix sockets in a temporary directory.
 """
+import array
 import json
 import os
 import random
@@ -18,6 +19,7 @@ import resource
 import selectors
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -736,6 +738,130 @@ def case_idle_10k():
     bound = 500 * min(10, max(1.0, load)) * (5 if sanitizer_of(ECHO) else 1)
     if min(times) > bound:
         fail("hand-over of %d connections took %.0f ms at best (> %.0f)" % (n, min(times), bound))
+
+
+def _batch(seq, states):
+    """A batch message (docs/protocol.md 9.2) for len(states) fds."""
+    body = b"".join(struct.pack("<I", len(st)) + st for st in states)
+    return b"HMIG" + bytes([1, 1, 0, 0]) + struct.pack("<II", seq, len(states)) + body
+
+
+def _echo_state(pending=b""):
+    return b"ECH1" + struct.pack("<II", len(pending), 0) + pending
+
+
+def case_fake_predecessor():
+    """The old side written independently (this script, from docs/protocol.md)
+    hands echo connections: a valid batch is adopted (and the state's pending
+    bytes are echoed first); a batch with a malformed record is refused whole
+    and its connections stay with the sender; a state echo cannot read is
+    closed by echo (and logged); a bad header ends the channel. Only the
+    parent's pid may send; nothing leaks."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+    port = lst.getsockname()[1]
+    me, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    me.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    os.dup2(lst.fileno(), 100)
+    os.dup2(child.fileno(), 101)
+    log_path = os.path.join(TMP, "echo.log")
+    logf = open(log_path, "w")
+    env = dict(os.environ, LISTEN_FDS="1", HANDOFF_READY_FD="4", HANDOFF_GENERATION="2",
+               HANDOFF_PARENT_PID=str(os.getpid()),
+               HANDOFF_CAPS="%d,ready-lines,migrate-1" % os.getpid())
+    # bash places the fds at 3 and 4 and sets LISTEN_PID to its own pid,
+    # which echo keeps (exec); its parent is this process.
+    p = subprocess.Popen(["bash", "-c", 'exec 3<&100 4<&101 100<&- 101<&-; '
+                          'LISTEN_PID=$$ exec "$0" "$@"', ECHO, "--listen", "127.0.0.1:%d" % port,
+                          "--verbose"], env=env, pass_fds=(100, 101), stdout=logf, stderr=logf)
+    os.close(100)
+    os.close(101)
+    child.close()
+    at_exit(lambda: (p.kill(), p.wait()))
+    me.settimeout(10)
+    msg, anc, _, _ = me.recvmsg(256, socket.CMSG_SPACE(12))
+    pid = [struct.unpack("<iII", d)[0] for lvl, typ, d in anc
+           if lvl == socket.SOL_SOCKET and typ == socket.SCM_CREDENTIALS]
+    log("  echo (pid %d) said %r, kernel-verified pid %s" % (p.pid, msg, pid))
+    if msg != b"READY=1\nADOPT=1" or pid != [p.pid]:
+        fail("unexpected handshake %r from %s" % (msg, pid))
+
+    def pairs(n):
+        # The server ends are non-blocking, as echo's own are: the flag
+        # belongs to the open file description, which the successor gets.
+        out = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(n)]
+        for srv, _ in out:
+            srv.setblocking(False)
+        return out
+
+    def send(seq, states, fds):
+        me.sendmsg([_batch(seq, states)],
+                   [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+
+    def ack():
+        data, anc, _, _ = me.recvmsg(256, socket.CMSG_SPACE(12))
+        if not data:
+            return None
+        seq, count = struct.unpack("<II", data[8:16])
+        received = struct.unpack("<I", data[16:20])[0]
+        return seq, count, received, data[20:]
+
+    # 1: three good connections; the pending "hi!" is echoed first.
+    good = pairs(3)
+    send(1, [_echo_state(b"hi!")] * 3, [srv.fileno() for srv, _ in good])
+    a = ack()
+    if a != (1, 3, 3, bytes([0b111])):
+        fail("batch 1: acknowledgement %r" % (a,))
+    for srv, cli in good:
+        srv.close()  # adopted: the successor's copy is the only one now
+        cli.settimeout(5)
+        cli.sendall(b"x")
+        got = b""
+        while len(got) < 4:
+            got += cli.recv(10)
+        if got != b"hi!x":
+            fail("batch 1: echoed %r" % got)
+    # 2: a record whose length runs past the end: refused whole, ours again.
+    kept = pairs(2)
+    bad = _batch(2, [_echo_state(), _echo_state()])
+    bad = bad[:16] + struct.pack("<I", 10000) + bad[20:]
+    me.sendmsg([bad], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                        array.array("i", [srv.fileno() for srv, _ in kept]))])
+    a = ack()
+    if a != (2, 2, 2, b"\x00"):
+        fail("batch 2: acknowledgement %r" % (a,))
+    for srv, cli in kept:
+        cli.sendall(b"y")
+        srv.settimeout(5)
+        if srv.recv(1) != b"y":
+            fail("batch 2: a refused connection no longer reaches its sender")
+    # 3: a well-formed batch whose state echo cannot read: adopted by the
+    # library, then closed by echo, which says so.
+    junk = pairs(1)
+    send(3, [b"JUNK"], [junk[0][0].fileno()])
+    a = ack()
+    if a != (3, 1, 1, b"\x01"):
+        fail("batch 3: acknowledgement %r" % (a,))
+    junk[0][0].close()
+    junk[0][1].settimeout(5)
+    if junk[0][1].recv(10) != b"":
+        fail("batch 3: echo kept a connection whose state it cannot read")
+    wait_until(lambda: "malformed state" in open(log_path).read(), 5, "echo to log the bad state")
+    # 4: a bad magic: no acknowledgement is possible, the channel closes.
+    last = pairs(1)
+    me.sendmsg([b"XMIG" + _batch(4, [_echo_state()])[4:]],
+               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [last[0][0].fileno()]))])
+    if ack() is not None:
+        fail("batch 4: the channel stayed open")
+    last[0][1].sendall(b"z")
+    last[0][0].settimeout(5)
+    if last[0][0].recv(1) != b"z":
+        fail("batch 4: the connection no longer reaches its sender")
+    # echo holds its listener and the 3 adopted connections, nothing else.
+    wait_sockets(p.pid, 1 + 3, "echo")
+    log("  3 adopted and served (pending bytes first), 2 refused with a malformed record, 1 "
+        "closed for a bad state, channel closed on a bad header; echo holds 4 sockets")
 
 
 def setup(args):

@@ -10,6 +10,10 @@
  * successor that does not adopt, or a connection it refuses) this process
  * keeps serving its connections until their clients close them.
  *
+ * This file is over 600 lines: it is the complete generic example (stream
+ * and datagram echo, restarts, connection migration) plus the fault knobs
+ * the integration tests drive, and one file is what users copy.
+ *
  *   echo --listen 127.0.0.1:9000 --listen udp://127.0.0.1:9000 \
  *        --pid-file /tmp/echo.pid
  *   kill -HUP $(cat /tmp/echo.pid)

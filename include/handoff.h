@@ -20,6 +20,9 @@
  *    default" unless stated otherwise; HANDOFF_NO_TIMEOUT means "never".
  *
  * The whole protocol is described in docs/protocol.md.
+ *
+ * This file is over 600 lines: it is the whole public API of the core, each
+ * call documented where it is declared (one umbrella header, as libuv's).
  */
 #ifndef HANDOFF_H
 #define HANDOFF_H

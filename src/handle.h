@@ -7,6 +7,9 @@
  * Layers, each calling only those below it (scripts/check-structure.py prints
  * them from the object files and fails on a cycle):
  *   core.c, machine.c         the handle; its state machine and events
+ *   migrate*.c                connection migration (migrate_impl.h: the
+ *                             hooks, each end of the channel, shared parts;
+ *                             migrate_wire.c, pure, is at the bottom)
  *   spawn.c, inherit.c        the successor process; the protocol read
  *   listen.c, signal.c        listeners and named fds; signals as data
  *   notify.c, pidfile.c       telling the process manager

@@ -1,6 +1,6 @@
 # Convenience wrapper around CMake. The real build is CMakeLists.txt.
 BUILD ?= build
-.PHONY: all check install demo soak lint bench clean
+.PHONY: all check install demo soak lint structure bench clean
 all:
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 	cmake --build $(BUILD)
@@ -18,6 +18,9 @@ soak:
 	scripts/soak.py --hello build-release/examples/hello --restarts 1000
 lint:
 	scripts/lint.sh
+# Which file uses which, cycles, long files (also part of lint).
+structure:
+	scripts/check-structure.py
 # handoff vs nginx and HAProxy on this machine: docs/benchmarks.md and
 # docs/img/*.png (~14 min; BENCH_ARGS=--quick for ~5 min).
 bench:

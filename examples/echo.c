@@ -97,6 +97,7 @@ static void usage(FILE *f)
             "  --no-migrate           drain connections instead of handing them to the new\n"
             "                         generation (also off with --resume-window)\n"
             "  --nofile N             set RLIMIT_NOFILE to N (soft and hard)\n"
+            "  --max-draining N       generations draining at once (default 3; -1: no limit)\n"
             "  --exec-on-usr1 CMD     run CMD with /bin/sh on SIGUSR1 (used by tests)\n"
             "  --crash-after-ready MS abort MS after becoming ready (fault tests)\n"
             "  --crash-after-adopt N  abort after adopting N connections (fault tests)\n"
@@ -510,6 +511,7 @@ int main(int argc, char **argv)
         {"state-pad", required_argument, NULL, 'P'},
         {"nofile", required_argument, NULL, 'n'},
         {"no-migrate", no_argument, NULL, 'M'},
+        {"max-draining", required_argument, NULL, 'm'},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -521,7 +523,7 @@ int main(int argc, char **argv)
     int crash_ms = -1, stall_ms = 0, migrate = 1;
     long nofile = 0;
     S.crash_after_adopt = -1;
-    while ((c = getopt_long(argc, argv, "l:p:d:u:x:r:c:A:S:P:n:Mvh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:p:d:u:x:r:c:A:S:P:n:Mm:vh", longopts, NULL)) != -1) {
         switch (c) {
         case 'l':
             if (nspecs == MAX_LISTEN) {
@@ -559,6 +561,16 @@ int main(int argc, char **argv)
         case 'M':
             migrate = 0;
             break;
+        case 'm': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < -1 || v == 0 || v > 1000) {
+                fprintf(stderr, "echo: --max-draining wants 1..1000 or -1\n");
+                return 2;
+            }
+            o.max_draining = (int)v;
+            break;
+        }
         case 'd':
         case 'r':
         case 'u': {

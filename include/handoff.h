@@ -137,6 +137,17 @@ typedef struct handoff_options {
     void *log_userdata;
     /* Lowest level passed to the logger. Default HANDOFF_LOG_WARNING. */
     int log_level;
+    /* How many generations may drain at once, as `handoff run
+     * --max-draining` and HAProxy bound them. An upgrade that would make
+     * more drain is held back (handoff_upgrade() returns 1) until one of
+     * them exits, for at most a second (or the drain timeout if shorter);
+     * then the oldest is killed (SIGKILL, its connections are cut) and the
+     * upgrade starts. Each case is logged. 0: the default, 3. -1: no
+     * limit. Counted along one chain of upgrades: a generation knows the
+     * draining generations before it from its parent's handshake. */
+    int max_draining;
+    /* Zero. Room for options added later without changing the size. */
+    uint64_t reserved_[7];
 } handoff_options;
 
 #define HANDOFF_OPTIONS_INIT {0}
@@ -469,11 +480,21 @@ HANDOFF_EXPORT int handoff_set_signal_hook(handoff_t *h, int signo, int when,
  * from its epoll set (EPOLL_CTL_DEL) before closing it, or an event for a
  * freed connection can arrive during an upgrade.
  *
- * The child is reaped through a pidfd (Linux >= 5.3) with waitpid() on its
- * own pid: do not reap with waitpid(-1, ...) or set SIGCHLD to SIG_IGN in
- * a process that upgrades, or the exit status is lost.
+ * The child is signalled and reaped through its pidfd (pidfd_send_signal,
+ * waitid(P_PIDFD): Linux >= 5.4), never by pid. An application that reaps
+ * with waitpid(-1, ...) or sets SIGCHLD to SIG_IGN loses the exit status
+ * of a failed generation (reported as unknown), nothing else. A child that
+ * made itself a process group leader is killed with its group; otherwise
+ * it is killed alone, so a new binary must not fork the server and exit
+ * (daemonize): see handoff_upgrade(3).
  *
- * Returns 0 once the child is running its new binary, or:
+ * At most max_draining generations drain at once (handoff_options): an
+ * upgrade that would exceed it is held back until one exits, for at most a
+ * second, then the oldest is killed; meanwhile this returns 1 and the
+ * upgrade starts by itself (HANDOFF_EVENT_UPGRADE_STARTED follows).
+ *
+ * Returns 0 once the child is running its new binary, 1 if held back by
+ * max_draining, or:
  *  -EBUSY      an upgrade is already in progress (only one at a time);
  *  -EAGAIN     this process has not called handoff_ready() yet;
  *  -ESHUTDOWN  this process is draining or shutting down;

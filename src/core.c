@@ -96,6 +96,7 @@ static void handle_destroy(handoff_t *h)
         free(h->inh[i].name);
     }
     free(h->inh);
+    handoff__preds_free(h);
     if (h->ready_fd >= 0)
         (void)close(h->ready_fd);
     handoff__notify_done(h);
@@ -127,6 +128,8 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
         return -EINVAL;
     if (opts->pid_file && !*opts->pid_file)
         return -EINVAL;
+    if (opts->max_draining < -1)
+        return -EINVAL;
     if (opts->argv && (!opts->argv[0] || !*opts->argv[0]))
         return -EINVAL;
     if (atomic_exchange(&g_handle_exists, true))
@@ -148,6 +151,8 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
     h->drain_timeout = opts->drain_timeout_usec ? opts->drain_timeout_usec
                                                 : 30 * HANDOFF_USEC_PER_SEC;
     h->resume_window = opts->resume_window_usec;
+    h->max_draining = opts->max_draining == 0 ? HANDOFF_MAX_DRAINING_DEFAULT
+                      : opts->max_draining < 0 ? 0 : opts->max_draining;
     h->flags = opts->flags;
     h->log = opts->log;
     h->log_userdata = opts->log_userdata;
@@ -177,6 +182,9 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
     r = handoff__loop_init(&h->loop);
     if (r < 0)
         goto fail;
+    for (size_t i = 0; i < h->npreds; i++)
+        if ((r = handoff__loop_add(&h->loop, h->preds[i].pidfd, HF_TAG_PRED_PIDFD)) < 0)
+            goto fail;
     r = handoff__signals_init(&h->sig, &h->loop,
                               opts->upgrade_signal == 0 ? SIGHUP : opts->upgrade_signal,
                               !(h->flags & HANDOFF_NO_SIGNALS));

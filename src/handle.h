@@ -20,6 +20,7 @@
 #define HANDOFF_HANDLE_H
 
 #include "handoff.h"
+#include "handshake.h"
 #include "loop.h"
 #include "signals.h"
 #include "shared/notify.h"
@@ -31,6 +32,7 @@
 
 #define HF_MAX_INHERIT 4096 /* refuse LISTEN_FDS beyond this */
 #define HF_NAME_MAX 255     /* systemd's FDNAME limit */
+#define HANDOFF_MAX_DRAINING_DEFAULT 3
 
 /* One fd registered for hand-over (a listener or handoff_add_fd()). */
 struct hf_reg {
@@ -105,6 +107,11 @@ struct handoff {
 
     struct hf_proc child;    /* upgrade in progress */
     struct hf_proc succ;     /* after the hand-over */
+    struct hf_pred *preds;   /* generations draining before us (HELLO) */
+    size_t npreds;
+    int max_draining;        /* 0: no limit */
+    bool upgrade_deferred;   /* held back by max_draining */
+    uint64_t deferred_at;
     uint64_t handover_at;    /* when the successor became ready */
     bool window_over;        /* the resume window has passed */
 

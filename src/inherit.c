@@ -9,6 +9,7 @@
  * the environment once read, so processes we spawn never see it.
  */
 #include "inherit.h"
+#include "handshake.h"
 #include "listeners.h"
 #include "log.h"
 #include "migrate.h"
@@ -288,6 +289,13 @@ int handoff__inherit(handoff_t *h)
             h->has_parent = true;
             h->parent_pid = getppid();
             h->parent_caps = handoff__mig_caps_parse(getenv(HF_ENV_CAPS), h->parent_pid);
+            /* The parent queued HELLO before it forked us (an older one
+             * sends none): the generations that drain once we are ready. */
+            int hr = handoff__hello_recv(h->ready_fd, &h->preds, &h->npreds);
+            if (hr == -ENOMEM)
+                return hr;
+            if (hr < 0)
+                handoff__log(h, HANDOFF_LOG_WARNING, "handshake: malformed hello ignored");
         }
     } else if (v) {
         handoff__log(h, HANDOFF_LOG_WARNING, "%s set without a matching LISTEN_PID; ignored",

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -75,6 +76,46 @@ static int unix_unlink_stale(const handoff_addr *a)
     return handoff__unix_unlink_stale(buf);
 }
 
+/* Applies mode and owner to the socket file just bound at path, without
+ * following a path someone may have swapped since bind() (a directory
+ * others can write): the file is opened with O_PATH|O_NOFOLLOW and must be
+ * a socket owned by us, and every change goes through that fd. Returns 0,
+ * or -errno with *step naming what failed (-EPERM: the file was
+ * replaced). */
+static int set_perms(const char *path, const handoff_listen_options *o, const char **step)
+{
+    char proc[64];
+    struct stat st;
+    int fd, r = 0;
+
+    *step = "open";
+    fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ELOOP ? -EPERM : -errno;
+    *step = "fstat";
+    if (fstat(fd, &st) < 0) {
+        r = -errno;
+    } else if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid()) {
+        *step = "check (the socket file was replaced after bind)";
+        r = -EPERM;
+    }
+    /* An O_PATH fd cannot be fchmod()ed; its /proc link reaches the same
+     * inode without resolving the path again. */
+    if (r == 0 && o->mode) {
+        *step = "chmod";
+        (void)snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        if (chmod(proc, (mode_t)o->mode) < 0)
+            r = -errno;
+    }
+    if (r == 0 && o->set_owner) {
+        *step = "chown";
+        if (fchownat(fd, "", o->uid, o->gid, AT_EMPTY_PATH) < 0)
+            r = -errno;
+    }
+    (void)close(fd);
+    return r;
+}
+
 static int bind_new(handoff_t *h, const char *name, const char *spec,
                     const handoff_addr *a, const handoff_listen_options *o)
 {
@@ -108,20 +149,11 @@ static int bind_new(handoff_t *h, const char *name, const char *spec,
             bind(fd, (const struct sockaddr *)a->sa.raw, a->len) < 0)
             goto fail;
     }
-    if (a->family == AF_UNIX) {
-        char *path = unix_path_of(a);
-        if (path) {
-            step = "chmod";
-            if (o->mode && chmod(path, (mode_t)o->mode) < 0) {
-                free(path);
-                goto fail;
-            }
-            step = "chown";
-            if (o->set_owner && chown(path, o->uid, o->gid) < 0) {
-                free(path);
-                goto fail;
-            }
-            free(path);
+    if (a->family == AF_UNIX && (o->mode || o->set_owner)) {
+        char path[sizeof ((struct sockaddr_un *)0)->sun_path + 1];
+        if (handoff__unix_path(a, path, sizeof path) > 0 && (r = set_perms(path, o, &step)) < 0) {
+            errno = -r;
+            goto fail;
         }
     }
     step = "listen";
@@ -130,7 +162,10 @@ static int bind_new(handoff_t *h, const char *name, const char *spec,
     return fd;
 fail:
     r = -errno;
-    if (a->family == AF_UNIX && strcmp(step, "bind") != 0) {
+    /* Our socket file goes with the failure - unless it is not ours any
+     * more (replaced after bind: whatever is there now is left alone). */
+    if (a->family == AF_UNIX && strcmp(step, "bind") != 0 &&
+        !(r == -EPERM && (strcmp(step, "open") == 0 || strncmp(step, "check", 5) == 0))) {
         char *path = unix_path_of(a);
         if (path)
             (void)unlink(path);

@@ -43,6 +43,8 @@ const char *handoff_event_name(int type)
     }
 }
 
+static void deferred_upgrade(handoff_t *h, bool kill);
+
 __attribute__((format(printf, 3, 4))) static void push(handoff_t *h, const handoff_event *ev,
                                                       const char *fmt, ...)
 {
@@ -204,6 +206,19 @@ static void on_timers(handoff_t *h)
      * next handoff_next_event(); the hammer deadline still holds. */
     if (handoff__timer_expired(&h->loop, HF_TIMER_WINDOW, now))
         h->window_over = true;
+    if (handoff__timer_expired(&h->loop, HF_TIMER_PENDING, now) && h->upgrade_deferred)
+        deferred_upgrade(h, true);
+}
+
+/* An upgrade the application did not call for itself (a signal, a
+ * deferred one) could not start: an event says so. */
+static void report_upgrade_error(handoff_t *h, int r)
+{
+    handoff_event ev = {.type = HANDOFF_EVENT_UPGRADE_FAILED, .error = r};
+
+    handoff__log(h, HANDOFF_LOG_ERR, "upgrade failed: %s", h->errmsg);
+    handoff__notify(h, "READY=1\nSTATUS=Upgrade failed: %s", h->errmsg);
+    push(h, &ev, "%s", h->errmsg);
 }
 
 /* The default action of one delivery of a library-handled signal. */
@@ -236,10 +251,7 @@ static void signal_action(handoff_t *h, int signo, pid_t sender)
         handoff__log(h, HANDOFF_LOG_WARNING, "%s: ignored: this process is not ready yet",
                      strsignal(signo));
     } else if (r < 0) {
-        handoff_event ev = {.type = HANDOFF_EVENT_UPGRADE_FAILED, .error = r};
-        handoff__log(h, HANDOFF_LOG_ERR, "upgrade failed: %s", h->errmsg);
-        handoff__notify(h, "READY=1\nSTATUS=Upgrade failed: %s", h->errmsg);
-        push(h, &ev, "%s", h->errmsg);
+        report_upgrade_error(h, r);
     }
 }
 
@@ -273,7 +285,7 @@ static void on_signals(handoff_t *h)
 static int poll_sources(handoff_t *h)
 {
     uint32_t tags[16];
-    bool child_exited = false, succ_exited = false;
+    bool child_exited = false, succ_exited = false, pred_exited = false;
     int n = handoff__loop_poll(&h->loop, tags, 16);
 
     if (n < 0)
@@ -303,6 +315,9 @@ static int poll_sources(handoff_t *h)
         case HF_TAG_SUCC_PIDFD:
             succ_exited = true;
             break;
+        case HF_TAG_PRED_PIDFD:
+            pred_exited = true;
+            break;
         default: /* HF_TAG_WAKE: the drain count, checked below */
             break;
         }
@@ -311,6 +326,14 @@ static int poll_sources(handoff_t *h)
         upgrade_failed(h, false, -ECHILD, NULL);
     if (succ_exited)
         successor_exited(h);
+    /* A draining predecessor exited: forget it (its pidfd stays readable),
+     * and let an upgrade it held back go. */
+    if (pred_exited) {
+        if (h->upgrade_deferred)
+            deferred_upgrade(h, false);
+        else
+            (void)handoff__preds_live(h);
+    }
     return 0;
 }
 
@@ -421,6 +444,11 @@ int handoff_shutdown(handoff_t *h, int now)
         return 0;
     if (h->child.pid > 0)
         upgrade_failed(h, true, -ECANCELED, "a shutdown was requested");
+    if (h->upgrade_deferred) {
+        h->upgrade_deferred = false;
+        handoff__timer_set(&h->loop, HF_TIMER_PENDING, HF_NEVER);
+        handoff__log(h, HANDOFF_LOG_INFO, "shutdown: the upgrade held back is cancelled");
+    }
     if (!h->handed_over && h->state == HF_SERVING)
         handoff__notify(h, "STOPPING=1\nSTATUS=Shutting down");
     if (now || h->state != HF_SERVING) {
@@ -431,20 +459,13 @@ int handoff_shutdown(handoff_t *h, int now)
     return 0;
 }
 
-int handoff_upgrade(handoff_t *h)
+/* Starts the successor now (the checks are done). */
+static int upgrade_start(handoff_t *h)
 {
     handoff_event ev = {.type = HANDOFF_EVENT_UPGRADE_STARTED};
     char exe[4096];
     int r;
 
-    if (!h)
-        return -EINVAL;
-    if (h->state != HF_SERVING)
-        return handoff__fail(h, -ESHUTDOWN, "upgrade: this process is draining");
-    if (h->child.pid > 0)
-        return handoff__fail(h, -EBUSY, "upgrade: pid %ld is already starting", (long)h->child.pid);
-    if (!h->ready)
-        return handoff__fail(h, -EAGAIN, "upgrade: call handoff_ready() first");
     r = handoff__spawn(h, exe, sizeof exe);
     if (r < 0)
         return r;
@@ -456,4 +477,72 @@ int handoff_upgrade(handoff_t *h)
     handoff__log(h, HANDOFF_LOG_INFO, "upgrade: started generation %u as pid %ld (%s)",
                  h->generation + 1, (long)h->child.pid, exe);
     return 0;
+}
+
+/* How long an upgrade held back by max_draining waits for a draining
+ * generation to finish before the oldest is killed. Without the wait, a
+ * burst of upgrades would kill generations a few milliseconds into their
+ * drain, with requests in flight. */
+static uint64_t deferral_wait(const handoff_t *h)
+{
+    return h->drain_timeout < HANDOFF_USEC_PER_SEC ? h->drain_timeout : HANDOFF_USEC_PER_SEC;
+}
+
+/* A deferred upgrade goes ahead: a draining generation exited (kill
+ * false), or the wait is over and the oldest beyond the limit are killed. */
+static void deferred_upgrade(handoff_t *h, bool kill)
+{
+    uint64_t waited = handoff_now_usec() - h->deferred_at;
+    size_t live = handoff__preds_live(h);
+    int r;
+
+    if (!kill && live + 1 > (size_t)h->max_draining)
+        return; /* still full */
+    while (live + 1 > (size_t)h->max_draining && live > 0) {
+        handoff__log(h, HANDOFF_LOG_WARNING,
+                     "max_draining %d reached: killing generation %u (pid %ld), still draining after "
+                     "the upgrade waited %llu ms for it",
+                     h->max_draining, h->preds[0].generation, (long)h->preds[0].pid,
+                     (unsigned long long)(waited / 1000));
+        handoff__pred_kill(h, 0);
+        live--;
+    }
+    h->upgrade_deferred = false;
+    handoff__timer_set(&h->loop, HF_TIMER_PENDING, HF_NEVER);
+    if (!kill)
+        handoff__log(h, HANDOFF_LOG_INFO, "a draining generation exited; upgrading after %llu ms",
+                     (unsigned long long)(waited / 1000));
+    r = upgrade_start(h);
+    if (r < 0)
+        report_upgrade_error(h, r);
+}
+
+int handoff_upgrade(handoff_t *h)
+{
+    if (!h)
+        return -EINVAL;
+    if (h->state != HF_SERVING)
+        return handoff__fail(h, -ESHUTDOWN, "upgrade: this process is draining");
+    if (h->child.pid > 0)
+        return handoff__fail(h, -EBUSY, "upgrade: pid %ld is already starting", (long)h->child.pid);
+    if (!h->ready)
+        return handoff__fail(h, -EAGAIN, "upgrade: call handoff_ready() first");
+    if (h->upgrade_deferred)
+        return 1;
+    if (h->max_draining > 0) {
+        /* Once the successor is ready, this process drains too. */
+        size_t live = handoff__preds_live(h);
+        if (live + 1 > (size_t)h->max_draining) {
+            uint64_t wait = deferral_wait(h);
+            h->upgrade_deferred = true;
+            h->deferred_at = handoff_now_usec();
+            handoff__timer_set(&h->loop, HF_TIMER_PENDING, hf_deadline(h->deferred_at, wait));
+            handoff__log(h, HANDOFF_LOG_NOTICE,
+                         "upgrade held back: %zu generations draining (max_draining %d); waiting up "
+                         "to %llu ms for one to finish",
+                         live, h->max_draining, (unsigned long long)(wait / 1000));
+            return 1;
+        }
+    }
+    return upgrade_start(h);
 }

@@ -1,7 +1,7 @@
 /*
  * pidfile.c - a pid file that always names the serving process.
- * It is replaced atomically (temp file in the same directory + rename), so a
- * reader never sees a partial or empty file.
+ * It is replaced atomically (a new temporary file in the same directory,
+ * then rename), so a reader never sees a partial or empty file.
  */
 #include "manager.h"
 #include "log.h"
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int handoff_pidfile_write(const char *path, pid_t pid)
@@ -20,14 +21,18 @@ int handoff_pidfile_write(const char *path, pid_t pid)
 
     if (!path || !*path || pid <= 0)
         return -EINVAL;
-    n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    /* A new file with an unpredictable name, created with O_EXCL: a file
+     * or symlink someone planted in the directory is never opened. */
+    n = snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
     if (n < 0 || (size_t)n >= sizeof tmp)
         return -ENAMETOOLONG;
     n = snprintf(buf, sizeof buf, "%ld\n", (long)pid);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    if (write(fd, buf, (size_t)n) != n)
+    if (fchmod(fd, 0644) < 0)
+        r = -errno;
+    else if (write(fd, buf, (size_t)n) != n)
         r = errno ? -errno : -EIO;
     if (r == 0 && fsync(fd) < 0)
         r = -errno;

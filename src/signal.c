@@ -24,9 +24,11 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+/* The bit of signal signo (1..64) in a 64-bit set: signal 64 is bit 63
+ * (1 << 64 would be undefined behaviour). */
 static uint64_t sigbit(int signo)
 {
-    return (uint64_t)1 << signo;
+    return (uint64_t)1 << (signo - 1);
 }
 
 bool handoff__signal_is_lib(const struct hf_signals *s, int signo)

@@ -3,18 +3,25 @@
  * the registered fds at 3.. (through the shared exec plan,
  * shared/exec.c), the readiness handshake, and reaping.
  *
- * Handshake: the parent keeps one end of an AF_UNIX SOCK_SEQPACKET
- * socketpair with SO_PASSCRED; the child gets the other end as
- * HANDOFF_READY_FD and sends "READY=1". The kernel attaches the sender's
- * real pid to the message, so only the child itself (not a grandchild that
- * somehow got the fd, nor any unrelated process, which cannot reach an
- * unnamed socketpair) can declare readiness.
+ * Handshake (the messages are in handshake.c): the parent keeps one end
+ * of an AF_UNIX SOCK_SEQPACKET socketpair with SO_PASSCRED, and queues
+ * HELLO (the pidfds of the generations that will be draining) on it; the
+ * child gets the other end as HANDOFF_READY_FD and sends "READY=1". The
+ * kernel attaches the sender's real pid to the message, so only the child
+ * itself (not a grandchild that somehow got the fd, nor any unrelated
+ * process, which cannot reach an unnamed socketpair) can declare
+ * readiness.
+ *
+ * It also keeps the pidfds of the draining generations before this one
+ * (h->preds, from our own HELLO), which the state machine counts for
+ * max_draining.
  *
  * What a READY or an exit means (hand over, roll back, report a failed
  * upgrade) is the state machine's business (machine.c); this file only
  * starts, watches, signals and reaps.
  */
 #include "successor.h"
+#include "handshake.h"
 #include "log.h"
 #include "loop.h"
 #include "migrate.h"
@@ -23,17 +30,17 @@
 #include "shared/status.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-/* The readiness message a child sends over the handshake socket. */
-#define HF_READY_MSG "READY=1"
 
 extern char **environ;
 
@@ -83,6 +90,36 @@ out:
     return r;
 }
 
+/* Queues HELLO for the child: the generations that will be draining once
+ * it is ready - ours, still alive, and this process. A failure costs only
+ * the child's view of them (it cannot cap draining generations). */
+static void hello(handoff_t *h, int sock)
+{
+    struct hf_pred list[HF_HELLO_MAX];
+    size_t n = 0, first;
+    int self, r;
+
+    (void)handoff__preds_live(h);
+    self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (self < 0) {
+        handoff__log(h, HANDOFF_LOG_WARNING, "upgrade: pidfd_open(self): %s", strerror(errno));
+        return;
+    }
+    /* The newest HF_HELLO_MAX - 1 predecessors (the limit is far above any
+     * sane max_draining). */
+    first = h->npreds > HF_HELLO_MAX - 1 ? h->npreds - (HF_HELLO_MAX - 1) : 0;
+    for (size_t i = first; i < h->npreds; i++)
+        list[n++] = h->preds[i];
+    list[n].pidfd = self;
+    list[n].pid = getpid();
+    list[n].generation = h->generation;
+    n++;
+    r = handoff__hello_send(sock, list, n);
+    if (r < 0)
+        handoff__log(h, HANDOFF_LOG_WARNING, "upgrade: handshake hello: %s", strerror(-r));
+    (void)close(self);
+}
+
 int handoff__spawn(handoff_t *h, char *exe, size_t exelen)
 {
     struct handoff__exec plan;
@@ -105,6 +142,9 @@ int handoff__spawn(handoff_t *h, char *exe, size_t exelen)
         r = handoff__fail(h, -errno, "upgrade: SO_PASSCRED: %s", strerror(errno));
         goto out;
     }
+    /* HELLO is queued before the child exists, so it is there when the
+     * child's handoff_new() looks. */
+    hello(h, sv[0]);
     /* The handshake socket goes right after the registered fds. */
     if ((r = handoff__exec_fd(&plan, sv[1])) < 0) {
         handoff__fail(h, r, "upgrade: out of memory");
@@ -120,9 +160,17 @@ int handoff__spawn(handoff_t *h, char *exe, size_t exelen)
             handoff__fail(h, r, "upgrade: cannot execute %s: %s", plan.exe, strerror(-r));
         goto out;
     }
+    /* Opened right away: the child cannot have been reaped by anyone yet
+     * (we are inside a call the application made), so pid is still it. */
     h->child.pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (h->child.pidfd < 0) {
         r = -errno;
+        if (r == -ESRCH) {
+            /* It exited at once and another thread reaped it already. */
+            r = handoff__fail(h, -ECHILD, "upgrade: pid %ld exited at once (reaped elsewhere)",
+                              (long)pid);
+            goto out;
+        }
         (void)kill(pid, SIGKILL);
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
         }
@@ -162,29 +210,57 @@ static void proc_forget(struct hf_loop *l, struct hf_proc *p)
     p->pid = 0;
 }
 
-/* waitpid() on p (blocking or not); fills *out. 1 reaped, 0 running. */
+/* Waits for p through its pidfd (waitid(P_PIDFD), Linux >= 5.4), never by
+ * pid: if the application reaped the child itself (waitpid(-1), SIGCHLD
+ * ignored), its pid may already belong to another process, which a
+ * waitpid(pid) would wait for. Fills *out; 1 reaped (or gone), 0 running. */
 static int proc_reap(struct hf_proc *p, bool block, struct hf_exit *out)
 {
-    int status = 0;
-    pid_t w;
+    siginfo_t si;
+    int r;
 
+    memset(&si, 0, sizeof si);
     do {
-        w = waitpid(p->pid, &status, block ? 0 : WNOHANG);
-    } while (w < 0 && errno == EINTR);
-    if (w == 0)
-        return 0;
+        r = waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED | (block ? 0 : WNOHANG));
+    } while (r < 0 && errno == EINTR);
+    if (r == 0 && si.si_pid == 0)
+        return 0; /* WNOHANG: still running */
     memset(out, 0, sizeof *out);
     out->pid = p->pid;
     out->elapsed = handoff_now_usec() - p->start;
-    if (w < 0) {
+    if (r < 0) {
         (void)snprintf(out->how, sizeof out->how, "ended, status unknown (%s: reaped elsewhere?)",
                        strerror(errno));
-    } else {
-        out->known = true;
-        out->status = status;
-        (void)handoff__wait_status(status, out->how, sizeof out->how);
+        return 1;
     }
+    /* Back to a waitpid() status, which the event reports. */
+    if (si.si_code == CLD_EXITED)
+        out->status = (si.si_status & 0xff) << 8;
+    else
+        out->status = (si.si_status & 0x7f) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
+    out->known = true;
+    (void)handoff__wait_status(out->status, out->how, sizeof out->how);
     return 1;
+}
+
+/* SIGKILL through the pidfd, so that a pid the application reaped and the
+ * kernel reused is never hit. A child that made itself the leader of its
+ * own process group (setsid, setpgid: a wrapper that runs the server as
+ * its child) takes its group down with it, so that no descendant keeps the
+ * listeners; a child in our own group (the usual case) is killed alone:
+ * see docs/protocol.md for why successors are not put in a group of their
+ * own. */
+static void proc_kill(const struct hf_proc *p)
+{
+    if (p->pidfd < 0)
+        return;
+    /* The group check only while the pidfd says the child is alive, so
+     * that p->pid is still its pid; a group outlives its leader only while
+     * it has members, which keeps its id from being reused. */
+    if (syscall(SYS_pidfd_send_signal, p->pidfd, 0, NULL, 0) == 0 && getpgid(p->pid) == p->pid &&
+        p->pid != getpgrp())
+        (void)kill(-p->pid, SIGKILL);
+    (void)syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
 }
 
 int handoff__child_reap(handoff_t *h, bool kill_first, struct hf_exit *out)
@@ -192,7 +268,7 @@ int handoff__child_reap(handoff_t *h, bool kill_first, struct hf_exit *out)
     if (h->child.pid <= 0)
         return 0;
     if (kill_first)
-        (void)kill(h->child.pid, SIGKILL);
+        proc_kill(&h->child);
     if (!proc_reap(&h->child, kill_first, out))
         return 0;
     proc_forget(&h->loop, &h->child);
@@ -222,48 +298,31 @@ int handoff__succ_reap(handoff_t *h, struct hf_exit *out)
 int handoff__child_read(handoff_t *h, unsigned *adopt)
 {
     char buf[64];
-    union {
-        struct cmsghdr hdr;
-        char space[CMSG_SPACE(sizeof(struct ucred))];
-    } ctl;
-    struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf - 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl,
-                         .msg_controllen = sizeof ctl};
-    struct ucred cred = {0};
-    bool have_cred = false;
-    ssize_t n;
+    size_t len;
+    pid_t who;
+    int r;
 
     if (h->child.sock < 0)
         return 0;
-    do {
-        n = recvmsg(h->child.sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return errno == EAGAIN ? 0 : -errno;
-    if (n == 0) {
+    r = handoff__ready_recv(h->child.sock, h->child.pid, &who, buf, sizeof buf, &len);
+    if (r == -EPIPE) {
         /* The child closed its end (it exited, or exec'd something that
          * dropped the fd): stop watching; its pidfd or the timeout will
          * finish the upgrade. */
         handoff__loop_del(&h->loop, h->child.sock);
         return 0;
     }
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
-            c->cmsg_len == CMSG_LEN(sizeof cred)) {
-            memcpy(&cred, CMSG_DATA(c), sizeof cred);
-            have_cred = true;
-        }
-    }
-    buf[n] = '\0';
-    if (!have_cred || cred.pid != h->child.pid) {
+    if (r == 0 && who != 0) {
         handoff__log(h, HANDOFF_LOG_WARNING,
-                     "ignoring a readiness message from pid %ld (expected pid %ld)",
-                     have_cred ? (long)cred.pid : -1L, (long)h->child.pid);
+                     "ignoring a readiness message from pid %ld (expected pid %ld)", (long)who,
+                     (long)h->child.pid);
         return 0;
     }
-    if (handoff__mig_ready_parse(buf, (size_t)n, adopt) < 0) {
+    if (r <= 0)
+        return r;
+    if (handoff__mig_ready_parse(buf, len, adopt) < 0) {
         handoff__log(h, HANDOFF_LOG_WARNING, "ignoring unknown handshake message from pid %ld",
-                     (long)cred.pid);
+                     (long)who);
         return 0;
     }
     return 1;
@@ -271,15 +330,44 @@ int handoff__child_read(handoff_t *h, unsigned *adopt)
 
 int handoff__send_ready_to_parent(handoff_t *h, const char *msg)
 {
-    size_t len = strlen(msg);
-    ssize_t n;
-
-    /* The receiver has SO_PASSCRED, so the kernel attaches our verified
-     * pid/uid/gid to this message. */
-    do {
-        n = send(h->ready_fd, msg, len, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return -errno;
-    return n == (ssize_t)len ? 0 : -EIO;
+    return handoff__ready_send(h->ready_fd, msg);
 }
+
+size_t handoff__preds_live(handoff_t *h)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < h->npreds; i++) {
+        struct pollfd p = {.fd = h->preds[i].pidfd, .events = POLLIN};
+        /* A pidfd is readable once its process has exited. */
+        if (poll(&p, 1, 0) == 1) {
+            handoff__loop_del(&h->loop, h->preds[i].pidfd);
+            (void)close(h->preds[i].pidfd);
+            continue;
+        }
+        h->preds[k++] = h->preds[i];
+    }
+    h->npreds = k;
+    return k;
+}
+
+void handoff__pred_kill(handoff_t *h, size_t i)
+{
+    (void)syscall(SYS_pidfd_send_signal, h->preds[i].pidfd, SIGKILL, NULL, 0);
+    handoff__loop_del(&h->loop, h->preds[i].pidfd);
+    (void)close(h->preds[i].pidfd);
+    memmove(&h->preds[i], &h->preds[i + 1], (h->npreds - i - 1) * sizeof h->preds[0]);
+    h->npreds--;
+}
+
+void handoff__preds_free(handoff_t *h)
+{
+    for (size_t i = 0; i < h->npreds; i++) {
+        handoff__loop_del(&h->loop, h->preds[i].pidfd);
+        (void)close(h->preds[i].pidfd);
+    }
+    free(h->preds);
+    h->preds = NULL;
+    h->npreds = 0;
+}
+

@@ -50,4 +50,11 @@ int handoff__succ_reap(handoff_t *h, struct hf_exit *out);
  * 0 or -errno (the parent is gone). */
 int handoff__send_ready_to_parent(handoff_t *h, const char *msg);
 
+/* Forgets the predecessors that have exited; returns how many still
+ * drain. */
+size_t handoff__preds_live(handoff_t *h);
+/* SIGKILLs predecessor i (through its pidfd) and forgets it. */
+void handoff__pred_kill(handoff_t *h, size_t i);
+void handoff__preds_free(handoff_t *h);
+
 #endif

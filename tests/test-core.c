@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -536,6 +538,61 @@ static void c_no_signals(void)
 }
 static void test_no_signals(void **s) { (void)s; in_child(c_no_signals); }
 
+/* The pid file's temporary file is new (O_EXCL, random name): a file
+ * planted at the name the old code used (PATH.tmp.<pid>) is never opened,
+ * so it cannot become the pid file (issue 10 #6). */
+static void c_pidfile_planted(void)
+{
+    char dir[] = "/tmp/handoff-test-XXXXXX", pidf[128], planted[160];
+    struct stat st, pst;
+    CHECK(mkdtemp(dir));
+    snprintf(pidf, sizeof pidf, "%s/x.pid", dir);
+    snprintf(planted, sizeof planted, "%s.tmp.%ld", pidf, (long)getpid());
+    int fd = open(planted, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+    CHECK(fd >= 0 && fchmod(fd, 0666) == 0);
+    close(fd);
+    CHECK(stat(planted, &pst) == 0);
+    CHECK(handoff_pidfile_write(pidf, 4242) == 0);
+    CHECK(stat(pidf, &st) == 0);
+    CHECK(st.st_ino != pst.st_ino); /* our own file, not the planted one */
+    CHECK((st.st_mode & 07777) == 0644);
+    CHECK(access(planted, F_OK) == 0); /* left alone */
+    /* No temporary file is left behind. */
+    int n = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    CHECK(n == 2);
+    unlink(planted);
+    unlink(pidf);
+    rmdir(dir);
+}
+static void test_pidfile_planted(void **s) { (void)s; in_child(c_pidfile_planted); }
+
+/* Signal 64 (SIGRTMAX) can be watched and hooked: its bit is 63, not
+ * 1 << 64 (undefined behaviour, caught by UBSan; issue 10 #9). */
+static void c_signal_64(void)
+{
+    handoff_t *h = mk(NULL);
+    handoff_event ev;
+    hook_n = 0;
+    CHECK(SIGRTMAX == 64);
+    CHECK(handoff_watch_signal(h, 64) == 0);
+    CHECK(handoff_set_signal_hook(h, 64, HANDOFF_HOOK_PRE, hook, (void *)3) == 0);
+    CHECK(handoff_watch_signal(h, 63) == 0);
+    CHECK(handoff_set_signal_hook(h, 62, HANDOFF_HOOK_PRE, hook, NULL) == -EINVAL);
+    /* valgrind keeps SIGRTMAX for itself: kill() refuses it there. */
+    if (kill(getpid(), 64) == 0) {
+        CHECK(next(h, &ev, 1000) == 1 && ev.type == HANDOFF_EVENT_SIGNAL && ev.signo == 64);
+        CHECK(hook_n == 1 && hook_log[0] == 3);
+    } else {
+        CHECK(errno == EINVAL);
+    }
+    handoff_free(h);
+}
+static void test_signal_64(void **s) { (void)s; in_child(c_signal_64); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -547,6 +604,7 @@ int main(void)
         cmocka_unit_test(test_shutdown),       cmocka_unit_test(test_hammer_and_forced),
         cmocka_unit_test(test_term_graceful_only),
         cmocka_unit_test(test_notify_pidfile), cmocka_unit_test(test_no_signals),
+        cmocka_unit_test(test_pidfile_planted), cmocka_unit_test(test_signal_64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,10 +9,12 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -204,11 +206,67 @@ void handoff__put_pid(char *dst, long v)
     *dst = '\0';
 }
 
+/* The head of a getdents64 record. */
+struct hf_dirent64 {
+    uint64_t d_ino;
+    int64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+static int cloexec_fd(int fd)
+{
+    int fl = fcntl(fd, F_GETFD);
+    if (fl < 0)
+        return errno == EBADF ? 0 : -errno;
+    if (!(fl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
+        return -errno;
+    return 0;
+}
+
 int handoff__cloexec_from(int from)
 {
+    union {
+        struct hf_dirent64 d;
+        char buf[4096];
+    } u;
+    struct rlimit rl;
+    long n;
+    int dfd, r = 0;
+
     if (syscall(SYS_close_range, (unsigned)from, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
         return 0;
-    return -errno;
+    /* Linux before 5.11 (ENOSYS, or EINVAL for the flag), or a seccomp
+     * filter: mark what is open, as listed by /proc/self/fd, read with
+     * the raw system call (no allocation, no opendir). */
+    dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        while (r == 0 && (n = syscall(SYS_getdents64, dfd, u.buf, sizeof u.buf)) > 0) {
+            for (long off = 0; off < n;) {
+                const struct hf_dirent64 *d = (const void *)(u.buf + off);
+                int fd = 0, digits = 0;
+                for (const char *c = d->d_name; *c >= '0' && *c <= '9' && digits < 10; c++, digits++)
+                    fd = fd * 10 + (*c - '0');
+                if (digits > 0 && d->d_name[digits] == '\0' && fd >= from && fd != dfd)
+                    r = cloexec_fd(fd);
+                off += d->d_reclen;
+            }
+        }
+        if (r == 0 && n < 0)
+            r = -errno;
+        (void)close(dfd);
+        return r;
+    }
+    /* No /proc either: every fd number up to the limit (fds above a
+     * lowered soft limit can exist, hence the hard one, bounded by the
+     * kernel's default fs.nr_open). */
+    if (syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, NULL, &rl) < 0)
+        return -errno;
+    rlim_t top = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (1u << 20) ? (1u << 20) : rl.rlim_max;
+    for (rlim_t fd = (rlim_t)from; fd < top && r == 0; fd++)
+        r = cloexec_fd((int)fd);
+    return r;
 }
 
 /* The child between fork and exec. Async-signal-safe calls only. */
@@ -251,8 +309,11 @@ __attribute__((noreturn)) static void child_exec(struct handoff__exec *p, int er
         if (dup2(p->fds[i], 3 + (int)i) < 0)
             goto fail;
     /* Anything else the process left without O_CLOEXEC must not leak into
-     * the program (harmless if unsupported: see handoff__cloexec_from). */
-    (void)handoff__cloexec_from(top);
+     * the program: if that cannot be ensured, the start fails. */
+    if ((err = handoff__cloexec_from(top)) < 0) {
+        errno = -err;
+        goto fail;
+    }
     if (p->pid_slot)
         handoff__put_pid(p->pid_slot, (long)getpid());
     if (p->cwd && chdir(p->cwd) < 0)

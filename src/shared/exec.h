@@ -99,8 +99,11 @@ pid_t handoff__exec_start(struct handoff__exec *p);
 void handoff__put_pid(char *dst, long v);
 
 /* Marks every fd >= from close-on-exec: close_range(CLOSE_RANGE_CLOEXEC)
- * (Linux >= 5.11), else one by one. Async-signal-safe: yes (raw system
- * calls only, no allocation). Returns 0 or -errno. */
+ * (Linux >= 5.11), else one by one (those listed in /proc/self/fd, or
+ * without /proc every number up to RLIMIT_NOFILE's hard limit, at most
+ * 2^20). Async-signal-safe: yes (raw system calls only, no allocation).
+ * Returns 0 or -errno; the child of handoff__exec_start() fails the start
+ * with that errno rather than let an fd leak. */
 int handoff__cloexec_from(int from);
 
 #endif

@@ -670,7 +670,7 @@ def case_max_draining():
 
 def max_draining_once(last):
     port = free_port()
-    srv = Server(["127.0.0.1:%d" % port], extra=["--drain-timeout", "600", "--max-draining", "2"])
+    srv = Server(["127.0.0.1:%d" % port], extra=["--drain-timeout", "600", "--max-draining", "2", "--no-migrate"])
     gens = [srv.wait_ready()]
     held = []
 

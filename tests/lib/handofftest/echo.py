@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 
-from .proc import alive, read_pid
+from .proc import alive, kill_pids, read_pid
 from .runner import at_exit, ctx, fail, log, wait_until
 
 
@@ -73,11 +73,14 @@ class Server:
             return f.read()
 
     def kill_all(self):
-        for pid in list(self.seen) + [self.p.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        """SIGKILL to every generation: those seen, the one the pid file
+        names, and the whole process group the first one leads (a successor
+        the case never looked at stays in it)."""
+        kill_pids(set(self.seen) | {self.p.pid, read_pid(self.pidfile)})
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except OSError:
+            pass
         try:
             self.p.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 b=build-lint
 cmake -S . -B "$b" -G Ninja -DCMAKE_EXPORT_COMPILE_COMMANDS=ON -DCMAKE_C_COMPILER=clang >/dev/null
 cmake --build "$b" >/dev/null   # generated headers/config, and proof it builds
-files=$(ls src/*.c src/shared/*.c src/http/*.c tools/*.c examples/*.c 2>/dev/null)
+files=$(ls src/*.c src/shared/*.c src/http/*.c src/preload/*.c tools/*.c examples/*.c 2>/dev/null)
 echo "=== cppcheck" >&2
 cppcheck --project="$b/compile_commands.json" --enable=warning,style,performance,portability \
     --inline-suppr --quiet --error-exitcode=1 --suppress=missingIncludeSystem \

@@ -84,12 +84,15 @@ static int parse_forward(struct cli *c, const char *arg, uint64_t *out)
 enum {
     OPT_NONBLOCK = 256, OPT_ROLLING, OPT_READY, OPT_READY_COMMAND, OPT_READY_DELAY,
     OPT_READY_INTERVAL, OPT_READY_TIMEOUT, OPT_STOP_SIGNAL, OPT_DRAIN_TIMEOUT, OPT_MAX_DRAINING,
-    OPT_FORWARD, OPT_RESTART_DELAY, OPT_RESTART_DELAY_MAX, OPT_RESTART_RESET, OPT_NOTIFY_ACCESS
+    OPT_FORWARD, OPT_RESTART_DELAY, OPT_RESTART_DELAY_MAX, OPT_RESTART_RESET, OPT_NOTIFY_ACCESS,
+    OPT_PRELOAD, OPT_PRELOAD_DEPTH
 };
 
 static const struct option run_opts[] = {
     {"listen", required_argument, NULL, 'l'},
     {"nonblock", no_argument, NULL, OPT_NONBLOCK},
+    {"preload", no_argument, NULL, OPT_PRELOAD},
+    {"preload-depth", required_argument, NULL, OPT_PRELOAD_DEPTH},
     {"workers", required_argument, NULL, 'w'},
     {"rolling", no_argument, NULL, OPT_ROLLING},
     {"ready", required_argument, NULL, OPT_READY},
@@ -149,6 +152,12 @@ static int parse_run(int argc, char **argv, struct cli *cl)
             cfg->listen[cfg->nlisten++] = optarg;
             break;
         case OPT_NONBLOCK: cfg->nonblock = true; break;
+        case OPT_PRELOAD: cfg->preload = true; break;
+        case OPT_PRELOAD_DEPTH:
+            if (parse_int(cl, "--preload-depth", optarg, 0, 16, &cfg->preload_depth))
+                return EXIT_USAGE;
+            cfg->preload = true;
+            break;
         case 'w':
             if (parse_int(cl, "--workers", optarg, 1, TOOL_MAX_WORKERS, &cfg->workers))
                 return EXIT_USAGE;

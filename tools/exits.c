@@ -70,9 +70,9 @@ static void on_worker_crash(struct supervisor *sv, struct proc *p, int status, u
                    started ? "" : ", before it was ready");
     (void)snprintf(sv->last_failure, sizeof sv->last_failure, "generation %u worker %d: %s", p->gen,
                    p->slot, s->last_failure);
-    log_warn("%s %s after %s%s; restart %u in %s%s", wname(sv, p, nm, sizeof nm), st, d,
-             started ? "" : " (never ready)", s->restarts, dur(s->respawn_at - now, d2, sizeof d2),
-             s->streak >= 3 ? " (crash loop)" : "");
+    log_warn("%s %s after %s%s%s; restart %u in %s%s", wname(sv, p, nm, sizeof nm), st, d,
+             started ? "" : " (never ready)", started ? "" : PRELOAD_HINT(sv, p), s->restarts,
+             dur(s->respawn_at - now, d2, sizeof d2), s->streak >= 3 ? " (crash loop)" : "");
     if (sv->ready_sent)
         notify_systemd(sv, "STATUS=worker %d %s; restart %u in %s", p->slot, st, s->restarts, d2);
 }
@@ -118,8 +118,8 @@ static void on_proc_exit(struct supervisor *sv, struct proc *p, int status, uint
         if (sv->failing > 0 && --sv->failing == 0)
             reload_finish(sv, false, sv->fail_msg);
     } else if (s->next == p) {
-        reload_fail(sv, "%s %s after %s, before it was ready", wshort(sv, p, nm, sizeof nm), st,
-                    dur(now - p->started, d, sizeof d));
+        reload_fail(sv, "%s %s after %s, before it was ready%s", wshort(sv, p, nm, sizeof nm), st,
+                    dur(now - p->started, d, sizeof d), PRELOAD_HINT(sv, p));
     } else if (s->cur == p && !sv->stopping) {
         on_worker_crash(sv, p, status, now);
     } else if (p->state == PS_STOPPING || p->state == PS_KILLED || sv->stopping) {

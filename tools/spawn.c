@@ -7,7 +7,9 @@
  *
  * A worker gets the listening sockets described twice, in the two
  * protocols unmodified servers speak: systemd's LISTEN_FDS/LISTEN_PID/
- * LISTEN_FDNAMES and Server::Starter's SERVER_STARTER_PORT. Each child
+ * LISTEN_FDNAMES and Server::Starter's SERVER_STARTER_PORT; or, with
+ * --preload, none of them but libhandoff-preload.so in LD_PRELOAD and the
+ * sockets described in HANDOFF_PRELOAD (src/preload/). Each child
  * leads its own process group, so that a terminal's Ctrl-C reaches only
  * the supervisor (which then stops everyone gracefully) and SIGKILL can
  * take down a worker together with its own children; and it gets SIGTERM
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "preload.h"
 #include "shared/exec.h"
 
 extern char **environ;
@@ -42,8 +45,34 @@ static int plan_init(struct handoff__exec *p, char *const *argv, const sigset_t 
     return handoff__exec_env_inherit(p, environ);
 }
 
+/* --preload: the library's variables, LD_PRELOAD replacing the one the
+ * plan inherited (the shim is appended to it already), and the pid slot
+ * of HANDOFF_PRELOAD for the child to fill, as LISTEN_PID's would be. */
+static int plan_preload(struct handoff__exec *p, const struct spawn_preload *pre)
+{
+    int r;
+
+    for (size_t i = 0; i < p->nenv; i++)
+        if (strncmp(p->envp[i], "LD_PRELOAD=", 11) == 0) {
+            char *kv = strdup(pre->ld_preload);
+            if (!kv)
+                return -ENOMEM;
+            free(p->envp[i]);
+            p->envp[i] = kv;
+            goto added;
+        }
+    if ((r = handoff__exec_env_add(p, "%s", pre->ld_preload)) < 0)
+        return r;
+added:
+    if ((r = handoff__exec_env_add(p, "%s", pre->handoff_preload)) < 0)
+        return r;
+    p->pid_slot = p->envp[p->nenv - 1] + strlen(p->envp[p->nenv - 1]) - PL_PID_DIGITS;
+    return 0;
+}
+
 pid_t spawn_worker(char *const *argv, const struct listener *ls, int n, const char *notify_path,
-                   unsigned gen, const sigset_t *mask, char *err, size_t errlen)
+                   const struct spawn_preload *pre, unsigned gen, const sigset_t *mask, char *err,
+                   size_t errlen)
 {
     struct handoff__exec p;
     char *names[TOOL_MAX_LISTEN];
@@ -55,6 +84,19 @@ pid_t spawn_worker(char *const *argv, const struct listener *ls, int n, const ch
         if (r == -ENOENT)
             (void)snprintf(err, errlen, "cannot find \"%s\" in PATH: %s", argv[0], strerror(ENOENT));
         goto fail;
+    }
+    if (pre) {
+        /* The shim fetches what the server binds: no fds and no protocol
+         * variables; and it must be able to work in this program. */
+        char why[400];
+        if (pl_exe_check(p.exe, why, sizeof why) < 0 || pl_lib_check(pre->lib, why, sizeof why) < 0) {
+            (void)snprintf(err, errlen, "--preload cannot work: %s", why);
+            handoff__exec_free(&p);
+            return -ENOEXEC;
+        }
+        n = 0;
+        if ((r = plan_preload(&p, pre)) < 0)
+            goto fail;
     }
     for (int i = 0; i < n; i++) {
         names[i] = (char *)ls[i].name;
@@ -70,10 +112,11 @@ pid_t spawn_worker(char *const *argv, const struct listener *ls, int n, const ch
                         HANDOFF_LISTEN_FDS_START + i);
     r = starter.oom ? -ENOMEM : 0;
     /* The generation number twice: Server::Starter's variable, and
-     * libhandoff's, so that a libhandoff server reports it (STATUS=). */
-    if (r == 0)
+     * libhandoff's, so that a libhandoff server reports it (STATUS=).
+     * With --preload, no Server::Starter variables (there is no fd). */
+    if (r == 0 && !pre)
         r = handoff__exec_env_add(&p, "SERVER_STARTER_PORT=%s", starter.p ? starter.p : "");
-    if (r == 0)
+    if (r == 0 && !pre)
         r = handoff__exec_env_add(&p, "SERVER_STARTER_GENERATION=%u", gen);
     if (r == 0)
         r = handoff__exec_env_add(&p, "HANDOFF_GENERATION=%u", gen);

@@ -169,7 +169,8 @@ struct proc *start_worker(struct supervisor *sv, int slot, unsigned gen, char *e
 {
     const struct config *cfg = sv->cfg;
     uint64_t now = handoff_now_usec();
-    pid_t pid = spawn_worker(cfg->argv, sv->ls, sv->nls, sv->notify.path, gen, &sv->orig_mask, err, errlen);
+    pid_t pid = spawn_worker(cfg->argv, sv->ls, sv->nls, sv->notify.path, sv->spawn_preload, gen, &sv->orig_mask,
+                             err, errlen);
     struct proc *p;
 
     if (pid < 0)

@@ -25,6 +25,7 @@
 #define TAG_SIGNAL ((uint64_t)1 << 32)
 #define TAG_NOTIFY ((uint64_t)2 << 32)
 #define TAG_CONTROL ((uint64_t)3 << 32)
+#define TAG_PRELOAD ((uint64_t)4 << 32)
 
 /* ---- stop ---- */
 
@@ -306,6 +307,8 @@ static void loop(struct supervisor *sv)
                 on_notify(sv, now);
             else if (tag == TAG_CONTROL)
                 on_control(sv, (int)(uint32_t)v, now);
+            else if (tag == TAG_PRELOAD)
+                preload_on_event(sv, now);
         }
         on_timers(sv, now);
     }
@@ -380,7 +383,7 @@ static int setup(struct supervisor *sv)
         log_err("handoff_new: %s", strerror(-r));
         return -1;
     }
-    if (open_listeners(sv->h, cfg, sv->ls, &sv->nls) < 0)
+    if (open_listeners(sv->h, cfg, sv->ls, &sv->nls) < 0 || preload_open(sv) < 0)
         return -1;
     if (cfg->control) {
         (void)snprintf(sv->control_path, sizeof sv->control_path, "%s", cfg->control);
@@ -423,6 +426,10 @@ static int setup(struct supervisor *sv)
     e = (struct epoll_event){.events = EPOLLIN, .data.u64 = TAG_NOTIFY};
     (void)epoll_ctl(sv->epfd, EPOLL_CTL_ADD, sv->notify.fd, &e);
     control_set_epoll(sv->ctl, sv->epfd, TAG_CONTROL);
+    if (preload_fd(sv) >= 0) {
+        e = (struct epoll_event){.events = EPOLLIN, .data.u64 = TAG_PRELOAD};
+        (void)epoll_ctl(sv->epfd, EPOLL_CTL_ADD, preload_fd(sv), &e);
+    }
     sv->slots = calloc((size_t)cfg->workers, sizeof *sv->slots);
     if (!sv->slots) {
         log_err("out of memory");
@@ -477,6 +484,7 @@ static void teardown(struct supervisor *sv)
             (void)close(sv->ls[i].fd);
     (void)handoff_free(sv->h); /* closes the --listen sockets */
     notify_close(&sv->notify);
+    preload_close(sv);
     if (sv->sigfd >= 0)
         (void)close(sv->sigfd);
     if (sv->epfd >= 0)

@@ -53,6 +53,7 @@ struct proc {
     struct proc *check;  /* running --ready-command */
     struct proc *owner;  /* PK_CHECK: the worker it checks */
     unsigned checks;
+    unsigned sockets_taken; /* --preload: sockets its tree took (preload.c) */
     char status[160];    /* last STATUS= it sent */
 };
 
@@ -114,6 +115,9 @@ struct supervisor {
     unsigned sd_lost;
     /* systemd's watchdog (WATCHDOG_USEC for our pid): WATCHDOG=1 at half */
     uint64_t watchdog_usec, watchdog_next;
+    /* --preload (preload.c): its state, and what workers get (NULL: off) */
+    struct preload *preload;
+    const struct spawn_preload *spawn_preload;
 };
 
 /* ---- state.c ---- */
@@ -161,6 +165,24 @@ void on_notify(struct supervisor *sv, uint64_t now);
 /* ---- status.c ---- */
 /* Appends the status text (several lines, each ending in '\n'). */
 void sup_status(const struct supervisor *sv, struct sbuf *b);
+
+/* ---- preload.c (--preload; no-ops without it) ---- */
+/* Finds and checks libhandoff-preload.so, opens the broker over the
+ * sockets and sets sv->spawn_preload. 0, or -1 after logging why. */
+int preload_open(struct supervisor *sv);
+void preload_close(struct supervisor *sv);
+/* The broker's socket, for epoll, or -1. */
+int preload_fd(const struct supervisor *sv);
+/* Answers the shims: sockets, refusals, readiness. */
+void preload_on_event(struct supervisor *sv, uint64_t now);
+/* For the message of a worker that ended before it was ready (exits.c):
+ * "" or why its server may not have reached the library. */
+#define PRELOAD_HINT(sv, p)                                                                          \
+    ((sv)->spawn_preload && !(p)->sockets_taken                                                    \
+         ? " (it took no socket from the supervisor: see the handoff-preload messages above; "     \
+           "without any, the library did not reach the server: a static or Go program started "    \
+           "by a wrapper, a cleared environment; see handoff(1))"                                  \
+         : "")
 
 /* ---- exits.c ---- */
 /* Reaps every exited child (waitpid loop) and acts on each exit. */

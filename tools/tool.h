@@ -21,6 +21,8 @@
  *                    slots, generations, systemd notifications
  *   3  reload.c      reloads and readiness
  *   4  exits.c       reaping: crashes, restarts, failed reloads
+ *      preload.c     --preload: libhandoff-preload.so's socket broker,
+ *                    and the readiness the shim reports (src/preload/)
  *   5  supervisor.c  `handoff run`: set-up, signals, control commands,
  *                    stop, timers, the loop
  *      handoff.c     main() (not in the objects the tests link)
@@ -148,6 +150,8 @@ struct config {
     uint64_t backoff_reset;
     uint64_t forward;            /* bit n: forward signal n */
     bool nonblock;               /* create sockets with O_NONBLOCK */
+    bool preload;                /* --preload: libhandoff-preload.so */
+    int preload_depth;           /* --preload-depth */
     int verbosity;               /* 0 quiet, 1 normal, 2 verbose */
 };
 
@@ -186,13 +190,22 @@ struct listener {
 int open_listeners(handoff_t *h, const struct config *cfg, struct listener *ls, int *n);
 
 /* ---- spawn.c ---- */
+/* --preload: what a worker gets instead of the fds (preload.c makes it). */
+struct spawn_preload {
+    const char *lib;             /* checked before every start */
+    const char *ld_preload;      /* "LD_PRELOAD=...": replaces the inherited one */
+    const char *handoff_preload; /* "HANDOFF_PRELOAD=...", its pid slot last */
+};
 /* Starts argv[0] (resolved through PATH now) in its own process group
  * with the listeners at fds 3.., the protocol variables and NOTIFY_SOCKET
  * (if notify_path), and the signal mask *mask. gen feeds
- * SERVER_STARTER_GENERATION and HANDOFF_GENERATION. Returns the pid, or
- * -errno with a sentence in err. */
+ * SERVER_STARTER_GENERATION and HANDOFF_GENERATION. With pre (--preload):
+ * no fds and no LISTEN_ and SERVER_STARTER_ variables, but pre's, once
+ * the library is known to work in argv[0]. Returns the pid, or -errno
+ * with a sentence in err. */
 pid_t spawn_worker(char *const *argv, const struct listener *ls, int n, const char *notify_path,
-                   unsigned gen, const sigset_t *mask, char *err, size_t errlen);
+                   const struct spawn_preload *pre, unsigned gen, const sigset_t *mask, char *err,
+                   size_t errlen);
 /* Runs `/bin/sh -c cmd` in its own process group with HANDOFF_PID,
  * HANDOFF_GENERATION and HANDOFF_WORKER set. Returns the pid, or -errno
  * after logging why. */

@@ -8,8 +8,10 @@ scripts (tests/it-*.py), scripts/soak.py and bench/.
 Modules: proc (processes, pid files, ports; no test failures), runner
 (cases, assertions, the per-case directory and cleanups, `--list` for
 CMake), echo (examples/echo and its clients), http (HTTP servers and a
-byte-exact client), supervisor (`handoff run`), wrk (the load generator). A script imports the
-helpers; no script imports another script.
+byte-exact client), supervisor (`handoff run`), wrk (the load generator),
+load (a probe, slow requests and wrk in the background, for servers the
+tests do not control: `from handofftest.load import Probe`). A script
+imports the helpers; no script imports another script.
 """
 from . import wrk  # T.wrk.run, T.wrk.start, T.wrk.parse
 from .proc import (alive, children, children_states, descendants, fd_count, fd_targets,

@@ -6,8 +6,10 @@ import subprocess
 
 def parse(text):
     """wrk's summary as {requests, socket_errors (connect + read + write +
-    timeout), non2xx, rps, failed (socket_errors + non2xx)}; zeros for what
-    the text does not show."""
+    timeout, each also by itself: a connect error is a refused connection,
+    a read error a keep-alive connection closed under a request), non2xx,
+    rps, failed (socket_errors + non2xx)}; zeros for what the text does not
+    show."""
     m = re.search(r"(\d+) requests in", text)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
@@ -18,6 +20,8 @@ def parse(text):
         "non2xx": int(non2xx.group(1)) if non2xx else 0,
         "rps": float(rps.group(1)) if rps else 0.0,
     }
+    for k, v in zip(("connect", "read", "write", "timeout"), errors.groups() if errors else (0, 0, 0, 0)):
+        r[k] = int(v)
     r["failed"] = r["socket_errors"] + r["non2xx"]
     return r
 

@@ -1105,11 +1105,19 @@ static void test_adopt_fd_limit(void **st)
     struct hf_mig_ack ack;
     handoff_adopted ad;
     struct rlimit old, low;
-    handoff_t *h = in_handle();
+    handoff_t *h;
     int got = 0;
     size_t n;
+    const char *pre = getenv("LD_PRELOAD");
     (void)st;
 
+    /* Valgrind keeps its own fds above the limit it reports and only
+     * emulates setrlimit(): the kernel would still deliver all ten. */
+    if (pre && strstr(pre, "vgpreload")) {
+        skip();
+        return;
+    }
+    h = in_handle();
     for (int i = 0; i < 10; i++)
         conn_pair(&app[i], &client[i]);
     n = build_batch(buf, 1, 10, NULL);

@@ -67,6 +67,9 @@ static void test_status_words(void **s)
     assert_int_equal(handoff__signal_parse("RTMIN+2"), 36);
     assert_int_equal(handoff__signal_parse("9"), 9);
     assert_int_equal(handoff__signal_parse("65"), -1);
+    assert_int_equal(handoff__signal_parse("32"), -1); /* glibc-reserved: no name */
+    assert_int_equal(handoff__signal_parse("33"), -1);
+    assert_int_equal(handoff__signal_parse("34"), 34);
     assert_int_equal(handoff__signal_parse("-1"), -1);
     assert_int_equal(handoff__signal_parse(""), -1);
     assert_int_equal(handoff__signal_parse("NOPE"), -1);

@@ -74,7 +74,10 @@ int handoff__signal_parse(const char *s)
     if (*s < '0' || *s > '9')
         return -1;
     v = strtol(s, &end, 10);
-    if (*end || v < 1 || v > 64)
+    /* 32 and 33 have no name: glibc's threads use them internally (thread
+     * cancellation, setxid), so no program can wait for them as a stop
+     * or forwarded signal. */
+    if (*end || v < 1 || v > 64 || !handoff__signal_abbrev((int)v))
         return -1;
     return (int)v;
 }

@@ -17,8 +17,8 @@ const char *handoff__signal_abbrev(int signo);
  * buf. Thread-safe: yes. */
 const char *handoff__signal_name(int signo, char *buf, size_t len);
 
-/* Parses "TERM", "SIGTERM", "term", "RTMIN+2" or "15"; -1 if unknown or
- * out of 1..64. Thread-safe: yes. */
+/* Parses "TERM", "SIGTERM", "term", "RTMIN+2" or "15"; -1 if unknown, out
+ * of 1..64, or one of glibc's reserved 32 and 33. Thread-safe: yes. */
 int handoff__signal_parse(const char *s);
 
 /* Describes a waitpid() status: "exited with status N", "was killed by

@@ -15,7 +15,8 @@ SYS_LABEL = {
 SYS_SHORT = {"handoff": "handoff", "nginx-reload": "nginx reload",
              "nginx-upgrade": "nginx upgrade", "haproxy": "HAProxy reload"}
 ORDER = ["handoff", "nginx-reload", "nginx-upgrade", "haproxy"]
-COLORS = {"handoff": "#1b7837", "nginx": "#2166ac", "haproxy": "#b2182b"}
+COLORS = {"handoff": "#1b7837", "hello": "#1b7837", "nginx": "#2166ac", "haproxy": "#b2182b",
+          "h2o": "#e08214"}
 TERM = 'set terminal pngcairo size %d,%d font ",10" noenhanced'
 
 
@@ -168,27 +169,33 @@ plot %s
 """ % (TERM % (900, 450), img, lt["restarts"], lt["workers"], ", ".join(plots)), tmp)
 
 
+MEM_LABEL = {"hello": "handoff hello", "nginx": "nginx", "h2o": "h2o"}
+
+
 def plot_memory(m, img, tmp):
     s = m["summary"]
+    servers = m.get("servers", ["hello", "nginx"])
     with open(os.path.join(tmp, "mem.dat"), "w") as f:
-        for w in (1, 2):
-            f.write('"%d worker%s" %f %f\n' % (w, "s" if w > 1 else "", s["hello-%d" % w]["pss"],
-                                                s["nginx-%d" % w]["pss"]))
+        for mode, label in (("plain", "HTTP"), ("tls", "HTTPS")):
+            f.write('"%s" %s\n' % (label, " ".join("%f" % s["%s-%s" % (k, mode)]["pss"]
+                                                   for k in servers)))
+    top = max(s["%s-%s" % (k, mode)]["pss"] for k in servers for mode in ("plain", "tls"))
+    plots = ", ".join("'mem.dat' using %d%s title '%s' lc rgb '%s'" % (
+        i + 2, ":xtic(1)" if i == 0 else "", MEM_LABEL[k], COLORS.get(k, "#777777"))
+        for i, k in enumerate(servers))
     gnuplot("""%s
 set output '%s/idle-memory.png'
-set title "User-space memory per idle keep-alive connection (Pss delta / %d connections)"
+set title "User-space memory per idle keep-alive connection (Pss delta / connections)"
 set style data histogram
 set style histogram clustered gap 2
 set style fill solid 0.8 border -1
 set ylabel 'bytes per connection'
+set logscale y
 set grid ytics
-set yrange [0:%f]
-set key top center horizontal
-plot 'mem.dat' using 2:xtic(1) title 'handoff hello' lc rgb '%s', \
-     '' using 3 title 'nginx' lc rgb '%s'
-""" % (TERM % (700, 420), img, m["conns"],
-       1.25 * max(max(s["hello-%d" % w]["pss"], s["nginx-%d" % w]["pss"]) for w in (1, 2)),
-       COLORS["handoff"], COLORS["nginx"]), tmp)
+set yrange [50:%f]
+set key top left
+plot %s
+""" % (TERM % (700, 420), img, 3 * top, plots), tmp)
 
 
 # ---------------------------------------------------------------------------
@@ -334,38 +341,68 @@ def md_latency(lt):
 
 def md_memory(m):
     s = m["summary"]
+    servers = m.get("servers", ["hello", "nginx"])
+    plain = s["hello-plain"]["conns"]
+    tls = s["hello-tls"]["conns"]
     out = ["## 4. Memory per idle keep-alive connection", "",
-           "`bench/idle-conns.py`: %s connections, one `GET /` on each (response read in "
-           "full), then all held open and idle; the server's memory is read from "
-           "`/proc/PID/smaps_rollup` of all its processes (nginx: master and workers) before "
-           "and 1 s after (all connections checked to be still open then), and the difference "
-           "divided by the number of connections. "
-           "RLIMIT_NOFILE raised to %d for both (hello: setrlimit before exec; nginx: "
-           "`worker_rlimit_nofile %d`, `worker_connections 16384`; the hard limit of this "
-           "machine caps it). %s, interleaved, medians. *Pss* counts shared pages "
-           "pro rata, *Private* only the pages the server alone maps. Kernel memory (socket "
-           "buffers, `struct sock`: the same for any server) is not user-space memory and is "
-           "not included." % ("{:,}".format(m["conns"]), m["nofile"], m["nofile"], rounds(m["rounds"])),
-           "",
-           "| workers | handoff B/conn (Pss) | nginx B/conn (Pss) | ratio | handoff Private | "
-           "nginx Private | ratio | handoff Pss before → after | nginx Pss before → after | "
-           "Pss after ÷ connections, handoff / nginx |",
-           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    for w in (1, 2):
-        h, n, r = s["hello-%d" % w], s["nginx-%d" % w], s["ratio-%d" % w]
-        out.append("| %d | %s | %s | **%s** | %s | %s | %s | %.1f → %.1f MiB | %.1f → %.1f MiB "
-                   "| %s / %s B (%s) |"
-                   % (w, f0(h["pss"]), f0(n["pss"]), rx(r["pss"]), f0(h["private"]),
-                      f0(n["private"]), rx(r["private"]), h["before_pss"] / 2**20,
-                      h["after_pss"] / 2**20, n["before_pss"] / 2**20, n["after_pss"] / 2**20,
-                      f0(h["after_pss"] / m["conns"]), f0(n["after_pss"] / m["conns"]),
-                      rx(h["after_pss"] / n["after_pss"])))
-    out += ["", "nginx allocates its connection and event arrays for all "
-            "`worker_connections` at start-up, so part of its per-connection cost is in the "
-            "*before* figure; the per-connection numbers are the marginal cost, and the last "
-            "column, the whole footprint at 10,000 connections divided by their number, "
-            "charges that start-up allocation to the connections.", "",
+           "`bench/idle-conns.py --compare`: each server in turn, 1 worker, on a free port; "
+           "%s plain connections or %s HTTPS ones (TLS 1.3, the same RSA 2048 certificate "
+           "for all), one `GET /` on each (response read in full), then all held open and "
+           "idle; the server's memory is read from `/proc/PID/smaps_rollup` of all its "
+           "processes before and 1 s after (all connections checked to be still open then), "
+           "and the difference divided by the number of connections. %s, the servers "
+           "interleaved, medians. *Pss* counts shared pages pro rata, *Private* only the pages "
+           "the server alone maps. Kernel memory (socket buffers, `struct sock`: the same for "
+           "any server) is not user-space memory and is not included. hello: "
+           "`hello --threads 1`; nginx 1.22: `worker_processes 1`, `return 200`, nginx's TLS "
+           "defaults (it sets `SSL_MODE_RELEASE_BUFFERS`); h2o 2.2: `num-threads: 1`, "
+           "`max-connections: 20000`, the shared harness's mruby handler, h2o's TLS defaults."
+           % ("{:,}".format(plain), "{:,}".format(tls), rounds(m["rounds"])), "",
+           "| | " + " | ".join("%s B/conn (Pss)" % MEM_LABEL[k] for k in servers) +
+           " | " + " | ".join("handoff / %s" % MEM_LABEL[k] for k in servers[1:]) +
+           " | " + " | ".join("%s Private" % MEM_LABEL[k] for k in servers) + " |",
+           "|---|" + "--:|" * (3 * len(servers) - 1)]
+    for mode, label in (("plain", "HTTP"), ("tls", "HTTPS")):
+        row = [s["%s-%s" % (k, mode)] for k in servers]
+        out.append("| %s | %s | %s | %s |" % (
+            label, " | ".join(f0(r["pss"]) for r in row),
+            " | ".join("**%s**" % rx(row[0]["pss"] / r["pss"]) if r["pss"] > 0 else "n/a"
+                       for r in row[1:]),
+            " | ".join(f0(r["private"]) for r in row)))
+    out += ["", "Where the bytes of an idle connection go in handoff: a fixed connection "
+            "record (the parser state, the request, the response and the buffers live in a "
+            "per-request block that an idle connection returns to the worker's pool); over "
+            "TLS, OpenSSL's `SSL` object and its state, which is most of the figure "
+            "(`SSL_MODE_RELEASE_BUFFERS` frees the record buffers of an idle connection).", "",
             "![memory per idle connection](img/idle-memory.png)", ""]
+    return out
+
+
+def md_pool(pl):
+    out = ["## 5. Idle keep-alive clients across restarts", "",
+           "`bench/client-pool.py`: %d keep-alive connections, each sending one `GET /` after "
+           "an idle pause of 0.5–2.5 s (as browsers, client pools and load balancers do), "
+           "while the server is restarted %d times in %.0f s; %d workers each. handoff: "
+           "`hello` and SIGHUP; nginx: HUP; HAProxy: `-W` and USR2 (expose-fd listeners); "
+           "h2o: Server::Starter and HUP; the peers' setups are the shared harness's. "
+           "*Closed while idle*: the server closed a connection between requests, a race in "
+           "which a request sent at that instant is lost (a client may retry a GET, not a "
+           "POST). *Reopened*: connections the client had to open again. *Lost*: requests sent "
+           "that got no complete response." % (pl["conns"], pl["restarts"], pl["duration"],
+                                                pl["workers"]), "",
+           "| system | restarts | closed while idle | answered `Connection: close` | reopened "
+           "| lost | bad | per restart: closed / close / reopened / lost |",
+           "|---|--:|--:|--:|--:|--:|--:|---|"]
+    names = {"handoff": "handoff", "nginx": "nginx (HUP)", "haproxy": "HAProxy (-W, USR2)",
+             "h2o": "h2o (Server::Starter)"}
+    for r in pl["rows"]:
+        pr = r["per_restart"]
+        out.append("| %s%s | %d | %d | %d | %d | **%d** | %d | %s / %s / %s / %s |" % (
+            names.get(r["system"], r["system"]), " over TLS" if r["tls"] else "",
+            r["restarts_done"], r["closed_idle"], r["answered_close"], r["reopened"], r["lost"],
+            r["bad_response"] + r["unexpected_data"], pr["closed_idle"], pr["answered_close"],
+            pr["reopened"], pr["lost"]))
+    out.append("")
     return out
 
 
@@ -419,11 +456,23 @@ def summary_lines(res):
                        f2(s["hello_pid_file_ms"]["median"]), f2(s["nginx_workers_ms"]["median"]),
                        f2(s["nginx_pid_file_ms"]["median"])))
     if "memory" in sec:
-        s = sec["memory"]["summary"]
-        out.append("- Memory per idle keep-alive connection (Pss): handoff %s B vs nginx %s B "
-                   "with 1 worker (%s), %s B vs %s B with 2 (%s)." % (
-                       f0(s["hello-1"]["pss"]), f0(s["nginx-1"]["pss"]), rx(s["ratio-1"]["pss"]),
-                       f0(s["hello-2"]["pss"]), f0(s["nginx-2"]["pss"]), rx(s["ratio-2"]["pss"])))
+        m = sec["memory"]
+        s = m["summary"]
+        parts = []
+        for mode, label in (("plain", "plain"), ("tls", "HTTPS")):
+            parts.append("%s: handoff %s B, %s" % (label, f0(s["hello-%s" % mode]["pss"]), ", ".join(
+                "%s %s B" % (MEM_LABEL[k], f0(s["%s-%s" % (k, mode)]["pss"]))
+                for k in m.get("servers", ["hello", "nginx"])[1:])))
+        out.append("- Memory per idle keep-alive connection (Pss, 1 worker): %s." % "; ".join(parts))
+    if "pool" in sec:
+        parts = []
+        for r in sec["pool"]["rows"]:
+            pr = r["per_restart"]
+            parts.append("%s%s %s closed while idle, %s reopened, %s lost" % (
+                r["system"], " (TLS)" if r["tls"] else "", pr["closed_idle"], pr["reopened"],
+                pr["lost"]))
+        out.append("- Idle keep-alive clients, per restart (%d connections): %s." % (
+            sec["pool"]["conns"], "; ".join(parts)))
     return out
 
 
@@ -443,7 +492,7 @@ def write(res, outdir):
             plot_latency(sec["latency"], img, tmp)
         if "memory" in sec:
             plot_memory(sec["memory"], img, tmp)
-    L = ["# Benchmarks: handoff's HTTP example vs nginx and HAProxy", "",
+    L = ["# Benchmarks: handoff's HTTP example vs nginx, HAProxy and h2o", "",
          "<!-- generated by bench/run-all (make bench); do not edit by hand -->", "",
          "Generated by `make bench` (`bench/run-all%s`) on %s, at commit %s, in %.0f s." % (
              " --quick" if res.get("quick") else "", mi["date"], mi["commit"],
@@ -453,6 +502,7 @@ def write(res, outdir):
          "| CPU model | %s |" % mi["cpu"], "| memory | %s |" % mi["mem"],
          "| kernel | Linux %s |" % mi["kernel"], "| nginx | %s (Debian package) |" % mi["nginx"],
          "| HAProxy | %s (Debian package) |" % mi["haproxy"].replace("HAProxy version ", ""),
+         "| h2o | %s (Debian package) |" % mi.get("h2o", "?"),
          "| load generators | %s; bench/tsload.c |" % mi["wrk"],
          "| compiler | %s, hello built with CMAKE_BUILD_TYPE=Release |" % mi["cc"], "",
          "**Read the ratios, not the absolute numbers.** The servers, the load generators and "
@@ -480,6 +530,8 @@ def write(res, outdir):
         L += md_latency(sec["latency"])
     if "memory" in sec:
         L += md_memory(sec["memory"])
+    if "pool" in sec:
+        L += md_pool(sec["pool"])
     L += ["## Reproducing", "",
           "On Debian 12, as root, from the repository (the shared harness is expected at "
           "`../shared/bench`, or pass `--harness DIR`):", "", "```sh",

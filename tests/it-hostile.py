@@ -133,21 +133,28 @@ def sched_times(pid):
 
 
 class Starvation:
-    """How much longer the server's work took, from the start of a phase,
-    because it waited for a CPU: (run + wait) / run over the phase. About 1
+    """How much longer the server's work (or the prober's) took, from the
+    start of a phase, because it waited for a CPU: (run + wait) / run over
+    the phase, the larger of the two. About 1
     on an idle machine; several times that when other builds and tests
     keep the 2 CPUs busy. Time bounds that depend on the server getting
     CPU time in time (not the timeouts themselves) are multiplied by it, as
     they are by SLOW for a ThreadSanitizer build."""
 
     def __init__(self, pid):
-        self.pid = pid
-        self.run0, self.wait0 = sched_times(pid)
+        # The server's threads, and this process's (the prober's answers
+        # wait for both to get a CPU).
+        self.pids = (pid, os.getpid())
+        self.start = [sched_times(p) for p in self.pids]
 
     def factor(self):
-        run, wait = sched_times(self.pid)
-        dr, dw = run - self.run0, wait - self.wait0
-        return 1.0 if dr <= 0 else max(1.0, (dr + dw) / dr)
+        f = 1.0
+        for p, (run0, wait0) in zip(self.pids, self.start):
+            run, wait = sched_times(p)
+            dr, dw = run - run0, wait - wait0
+            if dr > 0:
+                f = max(f, (dr + dw) / dr)
+        return f
 
 
 def pct(xs, p):

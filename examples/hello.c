@@ -87,7 +87,9 @@ int main(int argc, char **argv)
     size_t nlisten = 0;
     const char *cert = NULL, *key = NULL;
     handoff_options core = HANDOFF_OPTIONS_INIT;
+    handoff_http_serve_options so = HANDOFF_HTTP_SERVE_OPTIONS_INIT;
     handoff_http_options o = HANDOFF_HTTP_OPTIONS_INIT;
+    so.core = &core;
     o.handler = handle;
     o.health_path = "/healthz";
 
@@ -120,10 +122,10 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--pid-file") == 0) {
             core.pid_file = v;
         } else if (strcmp(a, "--drain-timeout") == 0 && parse_seconds(v, &n) == 0) {
-            o.hammer_timeout_usec = n;
+            so.hammer_timeout_usec = n;
         } else if (strcmp(a, "--lame-duck") == 0 && parse_u64(v, &n) == 0 &&
                    n <= UINT64_MAX / HANDOFF_USEC_PER_MSEC) {
-            o.lame_duck_usec = n * HANDOFF_USEC_PER_MSEC;
+            so.lame_duck_usec = n * HANDOFF_USEC_PER_MSEC;
         } else {
             fprintf(stderr, "hello: bad option: %s %s\n%s", a, v, usage);
             return 100;
@@ -139,14 +141,9 @@ int main(int argc, char **argv)
         listen[i].tls_cert_file = cert;
         listen[i].tls_key_file = key;
     }
-    o.listen = listen;
-    o.num_listen = nlisten;
+    handoff_http_site site = {.options = &o, .listen = listen, .num_listen = nlisten};
 
-    char err[512];
-    int r = handoff_http_serve(&core, &o, 1, err, sizeof err);
-    if (r < 0 && r != -ETIMEDOUT && r != -EINTR) {
-        fprintf(stderr, "hello: %s\n", err[0] ? err : strerror(-r));
-        return 1;
-    }
+    /* Start-up failures are logged by handoff_http_serve() itself. */
+    int r = handoff_http_serve(&so, &site, 1);
     return r == 0 ? 0 : 1;
 }

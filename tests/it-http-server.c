@@ -22,6 +22,10 @@
  *   /block?MS        sleeps MS ms in the handler, blocking its worker (what
  *                    a handler must never do; the drain tests need it)
  *
+ * --on-signal TAG passes SIGUSR1/SIGUSR2 to handoff_http_serve_options'
+ * on_signal, which logs "on_signal: SIGNO TAG main|other" to stderr (main:
+ * called on the thread that called handoff_http_serve()).
+ *
  * --crash-after-ready MS makes the process die (SIGKILL) MS ms after it
  * has become the serving generation (its pid is in the --pid-file): a new
  * version that fails right after taking over, for the resume window.
@@ -403,25 +407,30 @@ static int check_listen_failure(const char *spec, const char *cert, const char *
     /* Each failure twice: the second time finds no stale registration. */
     const char *files[][2] = {{cert, key}, {cert, key}, {key, cert}, {"/nonexistent.pem", key}};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char err[256] = "";
-        int r = handoff_http_server_listen(srv, spec, files[i][0], files[i][1], err,
-                                           sizeof err);
+        int r = handoff_http_server_listen(srv, spec, files[i][0], files[i][1]);
         int acc = accepting(spec);
         printf("bad listen %zu: %s (%s); accepting=%d\n", i, r < 0 ? strerror(-r) : "ok",
-               err, acc);
+               handoff_http_server_errmsg(srv), acc);
+        if (r < 0 && !handoff_http_server_errmsg(srv)[0])
+            ok = 0; /* a failure says why */
         if (r >= 0 || r == -EEXIST || acc != 0)
             ok = 0;
     }
-    int fd = handoff_http_server_listen(srv, spec, NULL, NULL, NULL, 0);
+    int fd = handoff_http_server_listen(srv, spec, NULL, NULL);
     int acc = accepting(spec);
     printf("good listen: %s; accepting=%d\n", fd < 0 ? strerror(-fd) : "ok", acc);
     if (fd < 0 || acc != 1)
         ok = 0;
     /* A started server refuses new listeners without binding anything. */
     if (handoff_http_server_start(srv) == 0) {
-        int r = handoff_http_server_listen(srv, "127.0.0.1:0", NULL, NULL, NULL, 0);
+        int r = handoff_http_server_listen(srv, "127.0.0.1:0", NULL, NULL);
         printf("listen after start: %s\n", r < 0 ? strerror(-r) : "ok");
         if (r != -EBUSY)
+            ok = 0;
+        r = handoff_http_server_start(srv);
+        printf("second start: %s (%s)\n", r < 0 ? strerror(-r) : "ok",
+               handoff_http_server_errmsg(srv));
+        if (r != -EALREADY || !handoff_http_server_errmsg(srv)[0])
             ok = 0;
     } else {
         ok = 0;
@@ -486,14 +495,24 @@ static uint64_t usec(const char *s)
     return strcmp(s, "never") == 0 ? HANDOFF_NO_TIMEOUT : num(s) * 1000;
 }
 
+static pthread_t main_thread;
+
+static void on_signal(int signo, void *userdata)
+{
+    fprintf(stderr, "on_signal: %d %s %s\n", signo, (const char *)userdata,
+            pthread_equal(pthread_self(), main_thread) ? "main" : "other");
+}
+
 int main(int argc, char **argv)
 {
     handoff_http_listen_spec ls[MAX_LISTEN];
     size_t nls = 0;
     const char *cert = NULL, *key = NULL;
     handoff_options core = HANDOFF_OPTIONS_INIT;
+    handoff_http_serve_options so = HANDOFF_HTTP_SERVE_OPTIONS_INIT;
     handoff_http_options o = HANDOFF_HTTP_OPTIONS_INIT;
     struct crash crash = {NULL, -1};
+    so.core = &core;
     o.handler = handle;
     o.on_drain = on_drain;
     o.health_path = "/healthz";
@@ -526,14 +545,17 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--tls-timeout-ms"))
             o.tls_handshake_timeout_usec = usec(v);
         else if (!strcmp(a, "--lame-duck-ms"))
-            o.lame_duck_usec = usec(v);
+            so.lame_duck_usec = usec(v);
         else if (!strcmp(a, "--drain-timeout-ms"))
-            o.hammer_timeout_usec = usec(v);
+            so.hammer_timeout_usec = usec(v);
         else if (!strcmp(a, "--resume-window-ms"))
             core.resume_window_usec = usec(v);
         else if (!strcmp(a, "--crash-after-ready"))
             crash.ms = (long)num(v);
-        else {
+        else if (!strcmp(a, "--on-signal")) {
+            so.on_signal = on_signal;
+            so.userdata = (void *)(uintptr_t)v;
+        } else {
             fprintf(stderr, "it-http-server: bad option %s\n", a);
             return 100;
         }
@@ -542,8 +564,7 @@ int main(int argc, char **argv)
         ls[i].tls_cert_file = cert;
         ls[i].tls_key_file = key;
     }
-    o.listen = ls;
-    o.num_listen = nls;
+    handoff_http_site site = {.options = &o, .listen = ls, .num_listen = nls};
     if (crash.ms >= 0) {
         crash.pid_file = core.pid_file;
         if (!crash.pid_file || start_crash_thread(&crash) < 0) {
@@ -551,9 +572,9 @@ int main(int argc, char **argv)
             return 100;
         }
     }
-    char err[512];
-    int r = handoff_http_serve(&core, &o, 1, err, sizeof err);
+    main_thread = pthread_self();
+    int r = handoff_http_serve(&so, &site, 1);
     if (r < 0)
-        fprintf(stderr, "it-http-server: %s (%s)\n", err, strerror(-r));
+        fprintf(stderr, "it-http-server: %s\n", strerror(-r));
     return r == 0 ? 0 : 1;
 }

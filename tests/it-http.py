@@ -1121,6 +1121,32 @@ def case_stray_signals():
         check(srv.wait_exit(10) == 0, "shutdown after the signals")
 
 
+
+def case_on_signal():
+    """With handoff_http_serve_options.on_signal, SIGUSR1 and SIGUSR2 go
+    to the application's callback, on the thread that called
+    handoff_http_serve() (not in a signal handler), instead of the warning;
+    the server keeps serving, a request in flight included."""
+    srv = Server(["--threads", "1", "--on-signal", "tag42"])
+    c = Conn(srv.port, timeout=10)
+    c.send(req("/slow"))
+    time.sleep(0.2)
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        srv.signal(sig)
+        time.sleep(0.1)
+    st = c.response()[0]
+    check(st == 200, "request in flight got %d" % st)
+    c.close()
+    wait_until(lambda: "on_signal: %d tag42" % signal.SIGUSR2 in srv.logtext(), 10,
+               "on_signal for SIGUSR2")
+    text = srv.logtext()
+    check("on_signal: %d tag42 main" % signal.SIGUSR1 in text, "SIGUSR1 not passed: %r" % text[-300:])
+    check("other" not in text and "ignored" not in text, "wrong thread or warned: %r" % text[-300:])
+    check(srv.p.poll() is None, "died of a signal (status %s)" % srv.p.returncode)
+    check(get(srv.port, "/")[0] == 200, "not serving after the signals")
+    srv.signal(signal.SIGTERM)
+    check(srv.wait_exit(10) == 0, "shutdown after the signals")
+
 def setup(args):
     global SERVER, HELLO
     SERVER, HELLO = args.server, args.hello

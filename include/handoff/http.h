@@ -9,7 +9,9 @@
  *     listening sockets, the old one drains) and shut down gracefully on
  *     SIGTERM/SIGINT, with no further code in the application.
  *     handoff_http_serve() does the same for several servers and listeners
- *     with every option.
+ *     with every option. This layer owns the process: it logs warnings and
+ *     errors to stderr unless given a log function (handoff_options.log),
+ *     and it decides what signals do.
  *
  *  2. handoff_http_server_*() expose the server object for applications
  *     that run their own handoff event loop: create it on a handoff_t,
@@ -23,9 +25,10 @@
  * other connections of its worker.
  *
  * Conventions are those of handoff.h: fallible calls return 0 (or a
- * non-negative value) or a negative errno value; times are microseconds;
- * a zero option takes its default; nothing here logs or exits; no fd given
- * to the library is closed by it unless stated.
+ * non-negative value) or a negative errno value, and a call on a server
+ * that fails leaves a sentence in handoff_http_server_errmsg(); times are
+ * microseconds; a zero option takes its default; layer 2 never logs or
+ * exits; no fd given to the library is closed by it unless stated.
  *
  * Link with pkg-config --libs handoff-http.
  */
@@ -219,16 +222,13 @@ typedef struct handoff_http_listen_spec {
     const char *tls_key_file;  /* PEM private key (with tls_cert_file) */
 } handoff_http_listen_spec;
 
-/* Options of one server. Zero-initialise (HANDOFF_HTTP_OPTIONS_INIT) and
+/* Options of one server (handoff_http_server_new(), and each site of
+ * handoff_http_serve()). Zero-initialise (HANDOFF_HTTP_OPTIONS_INIT) and
  * set what you need; every zero field takes its default. A timeout of
  * HANDOFF_NO_TIMEOUT means never. */
 typedef struct handoff_http_options {
     handoff_http_handler handler;  /* required */
     void *userdata;                /* passed to handler and on_drain */
-
-    /* Listeners, used by handoff_http_serve() only. */
-    const handoff_http_listen_spec *listen;
-    size_t num_listen;
 
     /* Worker threads. Default: the number of CPUs this process may run on. */
     unsigned threads;
@@ -259,16 +259,6 @@ typedef struct handoff_http_options {
      * Default 10000. */
     unsigned max_keepalive_requests;
 
-    /* handoff_http_serve(): hammer timeout, how long a draining process
-     * waits for requests in flight before closing everything. Default: the
-     * core's drain_timeout_usec (30 s if that is 0 too). The process uses
-     * the largest value of all servers, which replaces the core's value:
-     * it is shorter when every server sets a shorter one. */
-    uint64_t hammer_timeout_usec;
-    /* handoff_http_serve(): lame-duck delay. On SIGTERM/SIGINT (not on a
-     * restart) keep serving for this long while health_path answers 503,
-     * then drain. Default 0 (drain at once). */
-    uint64_t lame_duck_usec;
     /* A path answered by the server itself: 200 "OK" normally, 503 in lame
      * duck and while draining. NULL: none. Copied. */
     const char *health_path;
@@ -279,6 +269,40 @@ typedef struct handoff_http_options {
 } handoff_http_options;
 
 #define HANDOFF_HTTP_OPTIONS_INIT {0}
+
+/* One server of handoff_http_serve(): its options and its listeners. */
+typedef struct handoff_http_site {
+    const handoff_http_options *options;    /* required */
+    const handoff_http_listen_spec *listen; /* num_listen entries */
+    size_t num_listen;
+} handoff_http_site;
+
+/* What handoff_http_serve() decides for the whole process. Zero-initialise
+ * (HANDOFF_HTTP_SERVE_OPTIONS_INIT); every zero field takes its default. */
+typedef struct handoff_http_serve_options {
+    /* The handle's options (NULL: defaults). Its drain_timeout_usec is
+     * the default of hammer_timeout_usec; without a log function, warnings
+     * and errors go to stderr. */
+    const handoff_options *core;
+    /* Hammer timeout: how long a draining process waits for requests in
+     * flight before closing everything. Default: core->drain_timeout_usec
+     * (30 s if that is 0 too). */
+    uint64_t hammer_timeout_usec;
+    /* Lame-duck delay: on SIGTERM/SIGINT (not on a restart) keep serving
+     * for this long while each server's health_path answers 503, then
+     * drain. Default 0 (drain at once). */
+    uint64_t lame_duck_usec;
+    /* SIGUSR1 and SIGUSR2, which would end the process by their default
+     * action, are watched when they are still at it (a handler the
+     * application installed before is left alone). With on_signal, each
+     * one calls on_signal(signo, userdata) on the thread that called
+     * handoff_http_serve() (a normal context, not a signal handler: it may
+     * reopen log files, for example); without, it is logged and ignored. */
+    void (*on_signal)(int signo, void *userdata);
+    void *userdata;
+} handoff_http_serve_options;
+
+#define HANDOFF_HTTP_SERVE_OPTIONS_INIT {0}
 
 /* ------------------------------------------------------------------------ */
 /* Layer 1: serve until shut down                                           */
@@ -303,25 +327,19 @@ HANDOFF_EXPORT int handoff_http_listen_and_serve_tls(
     const char *addr, const char *cert_file, const char *key_file,
     handoff_http_handler handler, void *userdata);
 
-/* The general form: creates the handoff handle with core (NULL: defaults),
- * creates servers[0..n) with their listeners, declares readiness and runs
- * the event loop until STOP. The handle's drain_timeout_usec is set to the
- * largest hammer timeout of the servers (see hammer_timeout_usec: the
- * core's value is only their default, so the result may be shorter) plus
- * the largest lame-duck delay, since the core's hammer timer starts at the
- * DRAIN event, before the lame duck. On a shutdown the listening sockets
- * are closed when the drain starts, so that new clients are refused.
- * With the core's resume_window_usec, HANDOFF_EVENT_RESUME (the successor
- * died right after taking over) makes the servers serve again.
- * SIGUSR1 and SIGUSR2, if still at their default action (which would end
- * the process), are watched and ignored with a warning. Without a log
- * function in core, warnings and errors go to stderr (this layer owns the
- * process; the core library alone is silent).
- * errbuf (may be NULL) receives a sentence when start-up fails.
- * Returns as handoff_http_listen_and_serve(). Thread-safe: no. */
-HANDOFF_EXPORT int handoff_http_serve(const handoff_options *core,
-                                      const handoff_http_options *servers,
-                                      size_t n, char *errbuf, size_t errlen);
+/* The general form: creates the handoff handle with opts->core (opts may
+ * be NULL for all defaults), creates the n servers of sites with their
+ * listeners, declares readiness and runs the event loop until STOP. The
+ * handle's drain_timeout_usec is the hammer timeout plus the lame-duck
+ * delay, since the core's hammer timer starts at the DRAIN event, before
+ * the lame duck. On a shutdown the listening sockets are closed when the
+ * drain starts, so that new clients are refused. With the core's
+ * resume_window_usec, HANDOFF_EVENT_RESUME (the successor died right
+ * after taking over) makes the servers serve again. SIGUSR1 and SIGUSR2:
+ * see on_signal. When start-up fails, the reason is logged. Returns as
+ * handoff_http_listen_and_serve(). Thread-safe: no. */
+HANDOFF_EXPORT int handoff_http_serve(const handoff_http_serve_options *opts,
+                                      const handoff_http_site *sites, size_t n);
 
 /* ------------------------------------------------------------------------ */
 /* Layer 2: the server object                                               */
@@ -337,12 +355,16 @@ HANDOFF_EXPORT int handoff_http_serve(const handoff_options *core,
  * (handoff_conn_begin/end, so that the core's HANDOFF_EVENT_STOP with
  * HANDOFF_STOP_DRAINED fires when they are done) and by
  * handoff_http_server_listen(); it must outlive the server. opts is
- * copied (its listen array is ignored here). Returns 0 with *out set,
+ * copied. Returns 0 with *out set,
  * -EINVAL (no handler, or a health_path that does not start with '/'),
  * or -ENOMEM. */
 HANDOFF_EXPORT int handoff_http_server_new(handoff_t *h,
                                            const handoff_http_options *opts,
                                            handoff_http_server **out);
+
+/* A sentence about the last failure of a call on srv ("" if none). Owned
+ * by srv, valid until the next call on it. Thread-safe: no. */
+HANDOFF_EXPORT const char *handoff_http_server_errmsg(const handoff_http_server *srv);
 
 /* Serves the listening stream socket fd (TCP or unix). The fd stays
  * owned by the caller (typically h, from handoff_listen()) and is never
@@ -352,13 +374,11 @@ HANDOFF_EXPORT int handoff_http_server_new(handoff_t *h,
  * socket, only one of cert_file and key_file, or a certificate/key that
  * does not load or match), -EBADF/-ENOTSOCK (from getsockopt()), -EBUSY
  * (already started), -ENOMEM, or -ENOENT/-EACCES when a PEM file cannot
- * be read; errbuf (may be NULL) then receives the reason. */
+ * be read; handoff_http_server_errmsg() tells which. */
 HANDOFF_EXPORT int handoff_http_server_add_listener(handoff_http_server *srv,
                                                     int fd,
                                                     const char *cert_file,
-                                                    const char *key_file,
-                                                    char *errbuf,
-                                                    size_t errlen);
+                                                    const char *key_file);
 
 /* handoff_listen(h, name, spec, NULL), where name is the one handoff_listen()
  * gives spec by default (':' and blanks replaced by '_'), followed by
@@ -367,14 +387,13 @@ HANDOFF_EXPORT int handoff_http_server_add_listener(handoff_http_server *srv,
  * successor and the same spec may be listened on again. handoff_http_
  * serve() removes such listeners when a shutdown drain starts.
  * Returns the listener fd (owned by h) or a negative errno: those of
- * handoff_listen() (errbuf then receives handoff_errmsg()) and of
- * add_listener; -EINVAL if the server has no handoff_t, -EBUSY if it was
- * started. */
+ * handoff_listen() and of add_listener; -EINVAL if the server has no
+ * handoff_t, -EBUSY if it was started. handoff_http_server_errmsg() says
+ * why (handoff_errmsg() of h for handoff_listen()'s failures). */
 HANDOFF_EXPORT int handoff_http_server_listen(handoff_http_server *srv,
                                               const char *spec,
                                               const char *cert_file,
-                                              const char *key_file,
-                                              char *errbuf, size_t errlen);
+                                              const char *key_file);
 
 /* Starts the worker threads (which block every signal). Returns 0,
  * -EALREADY, or -errno from pthread_create/epoll_create1/eventfd (then no

@@ -1,7 +1,10 @@
 /*
  * serve.c - the endless-style layer: create the handoff handle and the
- * servers, declare readiness, and turn the core's events into drains and
- * stops until the process is done.
+ * servers, declare readiness, and turn the core's events into drains,
+ * resumes and stops until the process is done. It owns the process, so
+ * it logs (to stderr unless given a log function) and decides what
+ * signals do. It uses the public API of both libraries, and of the server
+ * object only the names of the listeners it opened (server.h).
  *
  * Lame duck: on a shutdown (not on a restart, where the successor already
  * serves) the servers keep serving with their health path answering 503
@@ -16,26 +19,13 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define DEFAULT_HAMMER (30 * HANDOFF_USEC_PER_SEC)
-
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-    if (!errbuf || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    /* The analyzer (clang 14) loses track of va_start() here. */
-    (void)vsnprintf(errbuf, errlen, fmt, ap); /* NOLINT(clang-analyzer-valist.Uninitialized) */
-    va_end(ap);
-}
 
 /* The layer that owns the process logs to stderr unless told otherwise
  * (the core library itself stays silent without a log function). */
@@ -71,8 +61,9 @@ static void say(const struct logger *lg, int level, const char *fmt, ...)
  * has no use for them: a stray one (a log rotation script's USR1, a
  * supervisor forwarding what it got) must not kill the server with its
  * requests in flight. Those still at their default action are watched
- * through the handle and ignored, with a warning; a handler or SIG_IGN the
- * application set before is left alone. */
+ * through the handle (and passed to on_signal, or ignored with a
+ * warning); a handler or SIG_IGN the application set before is left
+ * alone. */
 static const int quiet_signals[] = {SIGUSR1, SIGUSR2};
 
 static void watch_quiet_signals(handoff_t *h)
@@ -89,8 +80,7 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
-static void each(handoff_http_server **s, size_t n,
-                 int (*fn)(handoff_http_server *))
+static void each(handoff_http_server **s, size_t n, int (*fn)(handoff_http_server *))
 {
     for (size_t i = 0; i < n; i++)
         if (s[i])
@@ -119,25 +109,56 @@ static void drain_all(handoff_t *h, handoff_http_server **s, size_t n, int reaso
     }
 }
 
-int handoff_http_serve(const handoff_options *core, const handoff_http_options *servers,
-                       size_t n, char *errbuf, size_t errlen)
+/* Creates the servers and their listeners. Returns 0 or -errno (logged). */
+static int setup(handoff_t *h, const handoff_http_site *sites, size_t n,
+                 handoff_http_server **srv, const struct logger *lg)
 {
-    if (!servers || n == 0)
-        return -EINVAL;
-    seterr(errbuf, errlen, "%s", "");
-
-    handoff_options co = HANDOFF_OPTIONS_INIT;
-    if (core)
-        co = *core;
-    uint64_t base = co.drain_timeout_usec ? co.drain_timeout_usec : DEFAULT_HAMMER;
-    uint64_t hammer = 0, lame = 0;
     for (size_t i = 0; i < n; i++) {
-        uint64_t hm = servers[i].hammer_timeout_usec ? servers[i].hammer_timeout_usec : base;
-        if (hm > hammer)
-            hammer = hm;
-        if (servers[i].lame_duck_usec > lame)
-            lame = servers[i].lame_duck_usec;
+        if (!sites[i].options || (sites[i].num_listen && !sites[i].listen)) {
+            say(lg, HANDOFF_LOG_ERR, "server %zu: no options or listeners", i);
+            return -EINVAL;
+        }
+        int r = handoff_http_server_new(h, sites[i].options, &srv[i]);
+        if (r < 0) {
+            say(lg, HANDOFF_LOG_ERR, "server %zu: %s", i, strerror(-r));
+            return r;
+        }
+        for (size_t k = 0; k < sites[i].num_listen; k++) {
+            const handoff_http_listen_spec *ls = &sites[i].listen[k];
+            r = handoff_http_server_listen(srv[i], ls->addr, ls->tls_cert_file,
+                                           ls->tls_key_file);
+            if (r < 0) {
+                say(lg, HANDOFF_LOG_ERR, "listen %s: %s", ls->addr ? ls->addr : "(null)",
+                    handoff_http_server_errmsg(srv[i]));
+                return r;
+            }
+        }
     }
+    for (size_t i = 0; i < n; i++) {
+        int r = handoff_http_server_start(srv[i]);
+        if (r < 0) {
+            say(lg, HANDOFF_LOG_ERR, "%s", handoff_http_server_errmsg(srv[i]));
+            return r;
+        }
+    }
+    return 0;
+}
+
+int handoff_http_serve(const handoff_http_serve_options *opts, const handoff_http_site *sites,
+                       size_t n)
+{
+    if (!sites || n == 0)
+        return -EINVAL;
+    handoff_http_serve_options po = HANDOFF_HTTP_SERVE_OPTIONS_INIT;
+    if (opts)
+        po = *opts;
+    handoff_options co = HANDOFF_OPTIONS_INIT;
+    if (po.core)
+        co = *po.core;
+    uint64_t hammer = po.hammer_timeout_usec ? po.hammer_timeout_usec
+                      : co.drain_timeout_usec ? co.drain_timeout_usec
+                                              : DEFAULT_HAMMER;
+    uint64_t lame = po.lame_duck_usec;
     co.drain_timeout_usec = hammer == HANDOFF_NO_TIMEOUT ? HANDOFF_NO_TIMEOUT
                                                           : sat_add(hammer, lame);
     if (!co.log) {
@@ -150,7 +171,7 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
     handoff_t *h = NULL;
     int r = handoff_new(&co, &h);
     if (r < 0) {
-        seterr(errbuf, errlen, "handoff_new: %s", strerror(-r));
+        say(&lg, HANDOFF_LOG_ERR, "handoff_new: %s", strerror(-r));
         return r;
     }
     handoff_http_server **srv = calloc(n, sizeof(handoff_http_server *));
@@ -159,31 +180,11 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
         return -ENOMEM;
     }
     watch_quiet_signals(h);
-    for (size_t i = 0; i < n && r >= 0; i++) {
-        r = handoff_http_server_new(h, &servers[i], &srv[i]);
-        if (r < 0) {
-            seterr(errbuf, errlen, "server %zu: %s", i, strerror(-r));
-            break;
-        }
-        for (size_t k = 0; k < servers[i].num_listen && r >= 0; k++) {
-            const handoff_http_listen_spec *ls = &servers[i].listen[k];
-            char why[256] = "";
-            r = handoff_http_server_listen(srv[i], ls->addr, ls->tls_cert_file,
-                                           ls->tls_key_file, why, sizeof why);
-            if (r < 0)
-                seterr(errbuf, errlen, "listen %s: %s", ls->addr ? ls->addr : "(null)",
-                       why[0] ? why : strerror(-r));
-        }
-    }
-    for (size_t i = 0; i < n && r >= 0; i++) {
-        r = handoff_http_server_start(srv[i]);
-        if (r < 0)
-            seterr(errbuf, errlen, "starting workers: %s", strerror(-r));
-    }
+    r = setup(h, sites, n, srv, &lg);
     if (r >= 0) {
         r = handoff_ready(h);
         if (r < 0)
-            seterr(errbuf, errlen, "handoff_ready: %s", handoff_errmsg(h));
+            say(&lg, HANDOFF_LOG_ERR, "handoff_ready: %s", handoff_errmsg(h));
     }
 
     uint64_t lame_until = HANDOFF_NO_TIMEOUT;
@@ -193,7 +194,7 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
         int e = handoff_wait_event(h, &ev, lame_until);
         if (e < 0) {
             r = e;
-            seterr(errbuf, errlen, "handoff_wait_event: %s", strerror(-e));
+            say(&lg, HANDOFF_LOG_ERR, "handoff_wait_event: %s", strerror(-e));
             break;
         }
         if (e == 0) {
@@ -218,9 +219,13 @@ int handoff_http_serve(const handoff_options *core, const handoff_http_options *
             /* The successor died within the resume window: serve again. */
             each(srv, n, handoff_http_server_resume);
         } else if (ev.type == HANDOFF_EVENT_SIGNAL) {
-            const char *name = sigabbrev_np(ev.signo);
-            say(&lg, HANDOFF_LOG_WARNING, "SIG%s from pid %ld ignored (no handler)",
-                name ? name : "?", (long)ev.pid);
+            if (po.on_signal) {
+                po.on_signal(ev.signo, po.userdata);
+            } else {
+                const char *name = sigabbrev_np(ev.signo);
+                say(&lg, HANDOFF_LOG_WARNING, "SIG%s from pid %ld ignored (no handler)",
+                    name ? name : "?", (long)ev.pid);
+            }
         } else if (ev.type == HANDOFF_EVENT_STOP) {
             r = ev.reason == HANDOFF_STOP_DRAINED   ? 0
                 : ev.reason == HANDOFF_STOP_TIMEOUT ? -ETIMEDOUT
@@ -255,7 +260,6 @@ int handoff_http_listen_and_serve_tls(const char *addr, const char *cert_file,
     handoff_http_options o = HANDOFF_HTTP_OPTIONS_INIT;
     o.handler = handler;
     o.userdata = userdata;
-    o.listen = &l;
-    o.num_listen = 1;
-    return handoff_http_serve(NULL, &o, 1, NULL, 0);
+    handoff_http_site site = {.options = &o, .listen = &l, .num_listen = 1};
+    return handoff_http_serve(NULL, &site, 1);
 }

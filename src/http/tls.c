@@ -1,14 +1,9 @@
 /*
- * tls.c - TLS for the HTTP server with OpenSSL 3: one SSL_CTX per TLS
- * listener (certificate and key read when the listener is added, so a
- * restart picks up rotated files), one SSL per connection, non-blocking
- * handshake, reads and writes driven by the worker's epoll.
- *
- * OpenSSL's error queue is per thread and SSL_get_error() looks at it, so
- * every failure path empties it: an error on one connection must never
- * leak into the result of another on the same worker.
+ * tls.c - TLS with OpenSSL 3 (see tls.h): the certificate and key are
+ * read when a listener is added, so a restart picks up rotated files.
+ * Idle connections keep no record buffers (SSL_MODE_RELEASE_BUFFERS).
  */
-#include "server.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -81,31 +76,29 @@ int hs_tls_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out,
     return 0;
 }
 
-int hs_tls_conn_new(struct hs_conn *c, SSL_CTX *ctx)
+SSL *hs_tls_new(SSL_CTX *ctx, int fd)
 {
-    c->ssl = SSL_new(ctx);
-    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
+    SSL *ssl = SSL_new(ctx);
+    if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+        SSL_free(ssl);
         ERR_clear_error();
-        return -ENOMEM;
+        return NULL;
     }
-    SSL_set_accept_state(c->ssl);
-    return 0;
+    SSL_set_accept_state(ssl);
+    return ssl;
 }
 
-/* Returns 1 when done, 0 to wait for the socket, -1 on failure. */
-int hs_tls_handshake(struct hs_conn *c)
+int hs_tls_handshake(SSL *ssl, bool *want_write)
 {
-    c->tls_want_write = false;
-    int r = SSL_do_handshake(c->ssl);
-    if (r == 1) {
-        c->read_more = true; /* the first request may have come with it */
+    *want_write = false;
+    int r = SSL_do_handshake(ssl);
+    if (r == 1)
         return 1;
-    }
-    switch (SSL_get_error(c->ssl, r)) {
+    switch (SSL_get_error(ssl, r)) {
     case SSL_ERROR_WANT_READ:
         return 0;
     case SSL_ERROR_WANT_WRITE:
-        c->tls_want_write = true;
+        *want_write = true;
         return 0;
     default:
         ERR_clear_error();
@@ -113,18 +106,17 @@ int hs_tls_handshake(struct hs_conn *c)
     }
 }
 
-/* Returns bytes read, 0 to wait, -1 at the end of input, -2 on error. */
-long hs_tls_read(struct hs_conn *c, char *buf, size_t len)
+long hs_tls_read(SSL *ssl, char *buf, size_t len, bool *want_write)
 {
-    c->tls_want_write = false;
-    int n = SSL_read(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+    *want_write = false;
+    int n = SSL_read(ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
     if (n > 0)
         return n;
-    switch (SSL_get_error(c->ssl, n)) {
+    switch (SSL_get_error(ssl, n)) {
     case SSL_ERROR_WANT_READ:
         return 0;
     case SSL_ERROR_WANT_WRITE:
-        c->tls_want_write = true;
+        *want_write = true;
         return 0;
     case SSL_ERROR_ZERO_RETURN:
         return -1;
@@ -134,13 +126,12 @@ long hs_tls_read(struct hs_conn *c, char *buf, size_t len)
     }
 }
 
-/* Returns bytes written, 0 to wait, -1 on error. */
-long hs_tls_write(struct hs_conn *c, const char *buf, size_t len)
+long hs_tls_write(SSL *ssl, const char *buf, size_t len)
 {
-    int n = SSL_write(c->ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
+    int n = SSL_write(ssl, buf, len > INT_MAX ? INT_MAX : (int)len);
     if (n > 0)
         return n;
-    switch (SSL_get_error(c->ssl, n)) {
+    switch (SSL_get_error(ssl, n)) {
     case SSL_ERROR_WANT_WRITE:
     case SSL_ERROR_WANT_READ:
         return 0;
@@ -150,9 +141,8 @@ long hs_tls_write(struct hs_conn *c, const char *buf, size_t len)
     }
 }
 
-/* Sends close_notify (best effort; the socket is shut right after). */
-void hs_tls_shutdown(struct hs_conn *c)
+void hs_tls_shutdown(SSL *ssl)
 {
-    (void)SSL_shutdown(c->ssl);
+    (void)SSL_shutdown(ssl);
     ERR_clear_error();
 }

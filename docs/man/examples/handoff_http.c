@@ -2,7 +2,6 @@
  * answered from a timer. SIGHUP restarts the binary with no failed
  * request; SIGTERM answers 503 on /healthz for 5 s, then drains. */
 #include <handoff/http.h>
-#include <stdio.h>
 #include <string.h>
 
 static void later(handoff_http_response *res, void *arg)
@@ -41,16 +40,12 @@ int main(void)
 {
     handoff_http_listen_spec l = {.addr = "127.0.0.1:8080"};
     handoff_http_options o = HANDOFF_HTTP_OPTIONS_INIT;
-    char err[256];
-    int r;
+    handoff_http_serve_options so = HANDOFF_HTTP_SERVE_OPTIONS_INIT;
+    handoff_http_site site = {.options = &o, .listen = &l, .num_listen = 1};
 
     o.handler = handler;
-    o.listen = &l;
-    o.num_listen = 1;
     o.health_path = "/healthz";
-    o.lame_duck_usec = 5 * HANDOFF_USEC_PER_SEC;
-    r = handoff_http_serve(NULL, &o, 1, err, sizeof err);
-    if (r < 0 && err[0])
-        fprintf(stderr, "hello: %s\n", err);
-    return r == 0 ? 0 : 1;
+    so.lame_duck_usec = 5 * HANDOFF_USEC_PER_SEC;
+    /* Start-up failures are logged (to stderr) by handoff_http_serve(). */
+    return handoff_http_serve(&so, &site, 1) == 0 ? 0 : 1;
 }

@@ -80,6 +80,9 @@ def assert_clean(r, sup, slow_is_drain=False):
         check(r["wrk"]["requests"] > 100, "wrk: too few requests: %r" % r["wrk"])
     if r["slow_total"] and not slow_is_drain:
         check(r["slow_ok"] == r["slow_total"], "slow requests failed: %r" % r["slow_failures"])
+    # Every old generation ended by itself within the drain timeout.
+    killed = [l for l in sup.log().splitlines() if "still running" in l and "SIGKILL" in l]
+    check(not killed, "draining workers killed at the drain timeout:\n%s" % "\n".join(killed[:10]))
 
 
 def redis_once(port, cmd=b"PING", timeout=5, host="127.0.0.1"):

@@ -402,6 +402,64 @@ def case_stop_signal_stops_accepting():
     check(h.has(r"^exit 138"), "killed by SIGUSR1: %r" % h.lines)
 
 
+PY_ACCEPT_LOOP = r"""
+import os, signal, socket, sys
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1])))
+s.listen(16)
+print("listening", flush=True)
+n = 0
+while not stop:
+    try:
+        c, _ = s.accept()  # retried at once on EINTR (PEP 475)
+    except OSError:  # what socketserver does
+        continue
+    c.sendall(b"pid %d\n" % os.getpid())
+    c.close()
+    n += 1
+print("stopped after %d connections" % n, flush=True)
+"""
+
+
+def in_accept(pid):
+    """pid's main thread waits in accept() or accept4()."""
+    try:
+        with open("/proc/%d/syscall" % pid) as f:
+            return f.read().split()[0] in ("43", "288")
+    except (OSError, IndexError):
+        return False
+
+
+def case_stop_signal_blocking_accept():
+    """A server that waits in a blocking accept() when the stop signal comes
+    calls accept() again on the same fd, which the shim has detached
+    (Python retries at once after EINTR; SA_RESTART makes the kernel
+    restart the call): it gets back to its loop, sees its stop flag and
+    exits, instead of waiting forever on the placeholder socket. Without
+    spinning meanwhile. (CI: python-threading-app's draining workers were
+    killed at the drain timeout, stuck in accept() there.)"""
+    variants = [(["--accept-only"], None), (["--accept-only", "--sa-restart"], None),
+                ([], [sys.executable, "-c", PY_ACCEPT_LOOP, "{P0}"])]
+    for opts, cmd in variants:
+        what = " ".join(opts) or "python socket.accept()"
+        h = run(["127.0.0.1:0"], opts + ["127.0.0.1:{P0}"], cmd=cmd)
+        h.wait_for(r"^listening")
+        check(ask(h.ports[0]) == "pid %d" % h.pid, "%s: served before the signal" % what)
+        T.wait_until(lambda: in_accept(h.pid), 10, "%s: the server to wait in accept()" % what)
+        os.kill(h.pid, signal.SIGTERM)
+        h.wait_for(r"^stopped after 1 connections", timeout=5)
+        if cmd is None:
+            errors = int(h.wait_for(r"^accept errors (\d+)").group(1))
+            check(errors <= 20, "%s: accept() failed %d times in the lame-duck pause: a busy loop" % (what, errors))
+        check("no longer accepting" in h.stderr(), h.stderr())
+        h.stop()
+
+
 def case_fork_child_binds():
     """A forked child (no exec) binds: the shim is active there too."""
     h = run(["127.0.0.1:0"], ["--fork", "127.0.0.1:{P0}"])

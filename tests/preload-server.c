@@ -29,6 +29,12 @@
  *   --exec-self          re-exec itself once before binding
  *   --blocking-accept    accept() (blocking) instead of accept4(NONBLOCK)
  *   --select             wait with select() instead of epoll
+ *   --accept-only        no poll: wait in a blocking accept() on the first
+ *                        socket, retried at once on EINTR (as Python's
+ *                        socket.accept() does, PEP 475); the stop flag is
+ *                        seen only when accept() returns otherwise. Prints
+ *                        "accept errors N" (other failures) at the end
+ *   --sa-restart         the SIGTERM/SIGINT handler has SA_RESTART
  *   --spawn CMD          after listen(): run /bin/sh -c CMD, wait for it
  *   --spawn-direct       ... run CMD itself (split at spaces), no shell
  *   --exit-after N       exit after N connections
@@ -61,7 +67,8 @@
 
 static struct {
     bool cloexec_nonblock, reuseaddr, reuseport, nodelay, close_all, closefrom_, close_range_, epoll_before,
-        bind_twice, twice, listen_twice, unlink_, shutdown_exit, shutdown_handler, spawn_direct, fork_, daemonize, exec_self, blocking, use_select;
+        bind_twice, twice, listen_twice, unlink_, shutdown_exit, shutdown_handler, spawn_direct, fork_, daemonize, exec_self, blocking, use_select,
+        accept_only, sa_restart;
     int v6only, rcvbuf, exit_after, slow_ms, linger_ms;
     const char *spawn;
 } O = {.v6only = -1};
@@ -262,7 +269,7 @@ static void serve(struct lsn *ls, int n)
 
     if (O.epoll_before) {
         ep = g_ep; /* registered before bind(), never again */
-    } else if (!O.use_select) {
+    } else if (!O.use_select && !O.accept_only) {
         ep = epoll_create1(EPOLL_CLOEXEC);
         for (int i = 0; i < n; i++) {
             struct epoll_event ev = {.events = EPOLLIN, .data.fd = ls[i].fd};
@@ -293,7 +300,23 @@ static void serve(struct lsn *ls, int n)
         fflush(stdout);
     }
     struct timespec stop_at = {0, 0};
-    for (;;) {
+    int accept_errors = 0;
+    while (O.accept_only && !g_stop && !(O.exit_after && served >= O.exit_after)) {
+        int c;
+        do
+            c = accept(ls[0].fd, NULL, NULL);
+        while (c < 0 && errno == EINTR);
+        if (c < 0) {
+            accept_errors++;
+            continue;
+        }
+        char msg[64];
+        int len = snprintf(msg, sizeof msg, "pid %ld\n", (long)getpid());
+        (void)!write(c, msg, (size_t)len);
+        (void)close(c);
+        served++;
+    }
+    for (; !O.accept_only;) {
         if (O.exit_after && served >= O.exit_after)
             break;
         if (g_stop) {
@@ -344,6 +367,8 @@ static void serve(struct lsn *ls, int n)
         if (O.unlink_ && ls[i].path[0])
             (void)unlink(ls[i].path);
     }
+    if (O.accept_only)
+        printf("accept errors %d\n", accept_errors);
     printf("stopped after %d connections\n", served);
     fflush(stdout);
 }
@@ -379,6 +404,8 @@ int main(int argc, char **argv)
         FLAG("--exec-self", exec_self);
         FLAG("--blocking-accept", blocking);
         FLAG("--select", use_select);
+        FLAG("--accept-only", accept_only);
+        FLAG("--sa-restart", sa_restart);
         else if (strcmp(a, "--v6only") == 0 && i + 1 < argc) O.v6only = atoi(argv[++i]);
         else if (strcmp(a, "--rcvbuf") == 0 && i + 1 < argc) O.rcvbuf = atoi(argv[++i]);
         else if (strcmp(a, "--exit-after") == 0 && i + 1 < argc) O.exit_after = atoi(argv[++i]);
@@ -391,7 +418,7 @@ int main(int argc, char **argv)
         }
 #undef FLAG
     }
-    struct sigaction sa = {.sa_handler = on_term};
+    struct sigaction sa = {.sa_handler = on_term, .sa_flags = O.sa_restart ? SA_RESTART : 0};
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     if (O.exec_self) {

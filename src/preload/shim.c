@@ -28,7 +28,9 @@
  *    epoll_ctl() only look, and only until the server has started waiting
  *    on every supervisor socket it bound: that is when the shim tells the
  *    supervisor it is ready (the server itself does not speak sd_notify).
- *    After that they cost one atomic load.
+ *    After that they cost one atomic load; after the stop signal, accept()
+ *    of a detached socket the server had blocking waits a little before
+ *    it fails (see "the stop signal").
  *
  * Environment hygiene (authbind's model, with a pid instead of exec
  * counting): the shim is active in the worker process, and in whatever
@@ -803,10 +805,16 @@ EXPORT int remove(const char *path)
 
 /* ---- the accept and poll families: readiness only ---- */
 
+/* An fd the stop signal detached: see "the stop signal" below. */
+static void nap_if_detached(int fd);
+static atomic_int ndetached;
+
 EXPORT int accept(int fd, __SOCKADDR_ARG addr, socklen_t *len)
 {
     if (ready_pending())
         watching(fd);
+    if (atomic_load_explicit(&ndetached, memory_order_relaxed))
+        nap_if_detached(fd);
     return NEXT(accept)(fd, addr, len);
 }
 
@@ -814,6 +822,8 @@ EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *len, int flags)
 {
     if (ready_pending())
         watching(fd);
+    if (atomic_load_explicit(&ndetached, memory_order_relaxed))
+        nap_if_detached(fd);
     return NEXT(accept4)(fd, addr, len, flags);
 }
 
@@ -902,13 +912,73 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
  * replaced by a listening socket nobody connects to (the same epoll
  * registrations, so the server's bookkeeping holds); what is queued stays
  * for the new generation. Only system calls here: this runs in a signal
- * handler. A server that blocks the signal and reads it from a signalfd,
- * or that accepts in blocking threads, is not covered (its own drain then
- * decides). */
+ * handler. A server that blocks the signal and reads it from a signalfd
+ * is not covered (its own drain then decides).
+ *
+ * That placeholder is always non-blocking (it is the shim's own open file
+ * description; nobody else shares it), even where the server's socket was
+ * blocking. A thread that waits in a blocking accept() when the signal
+ * comes is interrupted, and then calls accept() again on the same fd:
+ * Python retries at once after EINTR (PEP 475), and under SA_RESTART the
+ * kernel restarts the call itself, re-reading the fd. On a blocking
+ * placeholder that second accept() waited forever (nobody connects to
+ * it), so the server never got back to its loop to see its own stop flag
+ * and was killed at the drain timeout (socketserver's serve_forever() is
+ * in accept() whenever another process took the connection its poll()
+ * announced, as happens often on a shared listen queue). Now it gets
+ * EAGAIN; through accept()/accept4() here a server that had the socket
+ * blocking first waits DETACHED_NAP_MS (or until a signal), so that an
+ * accept loop that keeps calling does not spin (F_GETFL shows O_NONBLOCK
+ * on that fd from then on). A thread waiting in accept() that the signal
+ * did not interrupt stays on the supervisor's socket until its next
+ * connection, which it takes and serves. */
 
 static struct sigaction user_act; /* the server's action for the stop signal */
 static atomic_int user_act_set;   /* ... which the trampoline wraps */
 static atomic_int detached;
+
+/* The placeholders: fd and its socket's inode (the server may close the
+ * fd and reuse the number), and whether the server's socket was blocking. */
+#define DETACHED_MAX 256
+#define DETACHED_NAP_MS 100
+static struct {
+    atomic_int fd; /* fd + 1, 0 = empty */
+    _Atomic uint64_t ino;
+    atomic_bool was_blocking;
+} detached_fds[DETACHED_MAX];
+
+static void note_detached(int fd, bool was_blocking)
+{
+    struct stat st;
+    int k = atomic_load(&ndetached);
+
+    if (k >= DETACHED_MAX || fstat(fd, &st) < 0)
+        return;
+    atomic_store(&detached_fds[k].ino, (uint64_t)st.st_ino);
+    atomic_store(&detached_fds[k].was_blocking, was_blocking);
+    atomic_store(&detached_fds[k].fd, fd + 1);
+    atomic_store(&ndetached, k + 1); /* only detach_all() adds, once */
+}
+
+/* accept() on a placeholder the server had blocking: wait a little, as a
+ * blocking accept() would, but not forever (the placeholder answers
+ * EAGAIN then). */
+static void nap_if_detached(int fd)
+{
+    int n = atomic_load(&ndetached);
+    struct stat st;
+
+    for (int k = 0; k < n; k++) {
+        if (atomic_load(&detached_fds[k].fd) != fd + 1)
+            continue;
+        if (atomic_load(&detached_fds[k].was_blocking) && fstat(fd, &st) == 0 &&
+            (uint64_t)st.st_ino == atomic_load(&detached_fds[k].ino)) {
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            (void)NEXT(poll)(&p, 1, DETACHED_NAP_MS);
+        }
+        return;
+    }
+}
 
 static void detach_fd(int fd)
 {
@@ -920,8 +990,9 @@ static void detach_fd(int fd)
     /* A listening AF_UNIX socket with an abstract name of the kernel's
      * choosing (autobind: only the address family), which nobody connects
      * to. If it cannot be made, the fd stays out of the epoll sets, which
-     * stops an event loop from accepting all the same. */
-    d = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | ((fl >= 0 && (fl & O_NONBLOCK)) ? SOCK_NONBLOCK : 0), 0);
+     * stops an event loop from accepting all the same. Non-blocking
+     * whatever the server's socket was: see above. */
+    d = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (d < 0)
         return;
     struct sockaddr_un any = {.sun_family = AF_UNIX};
@@ -929,6 +1000,7 @@ static void detach_fd(int fd)
         NEXT(listen)(d, 1) == 0 &&
         dup3(d, fd, (fdfl >= 0 && (fdfl & FD_CLOEXEC)) ? O_CLOEXEC : 0) == fd) {
         mark_fd(fd, false);
+        note_detached(fd, fl >= 0 && !(fl & O_NONBLOCK));
         for (int i = 0; i < n; i++) {
             struct epoll_event ev = regs[i].ev;
             ev.events &= ~(uint32_t)(EPOLLERR | EPOLLHUP);

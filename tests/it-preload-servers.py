@@ -9,26 +9,24 @@ it closes, Redis's blocked clients) is reported, not asserted.
     it-preload-servers.py --handoff H CASE...        (all: every case)
 
 bench/preload-servers.py measures the same servers restarted plainly and
-their throughput with and without the shim.
+their throughput with and without the shim (tests/lib/handofftest/
+servers.py configures them for both).
 """
 import json
 import os
 import socket
-import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import handofftest as T  # noqa: E402
 from handofftest import check, free_port, log  # noqa: E402
+from handofftest import servers  # noqa: E402
 from handofftest.load import Probe, has_ipv6, http_once, in_thread, wrk_start, wrk_stop  # noqa: E402
 from handofftest.supervisor import Supervisor  # noqa: E402
 
 ARGS = None
 TMP = None
-PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def preload_supervisor(command, listen, extra=()):
@@ -85,32 +83,19 @@ def assert_clean(r, sup, slow_is_drain=False):
     check(not killed, "draining workers killed at the drain timeout:\n%s" % "\n".join(killed[:10]))
 
 
-def redis_once(port, cmd=b"PING", timeout=5, host="127.0.0.1"):
-    s = socket.create_connection((host, port), timeout=timeout)
-    try:
-        s.sendall(cmd + b"\r\n")
-        data = s.recv(1024)
-    finally:
-        s.close()
-    if not data:
-        raise ConnectionAbortedError("closed before a response")
-    return data
-
-
-# ---- the servers ----
+# ---- the servers (tests/lib/handofftest/servers.py configures them) ----
 
 
 def case_python_threading_app():
     """A ThreadingHTTPServer app (tests/preload-httpd.py) with --workers 2:
     20 reloads under wrk, the probe and a slow request each."""
     port = free_port()
-    cmd = [PYTHON, os.path.join(HERE, "preload-httpd.py"), "127.0.0.1", str(port)]
-    sup = preload_supervisor(cmd, ["127.0.0.1:%d" % port], ["--workers", "2", "--max-draining", "8",
-                                                             "--drain-timeout", "10"])
+    srv = servers.python_app(port)
+    sup = preload_supervisor(srv.command, srv.listen, ["--workers", "2", "--max-draining", "8",
+                                                       "--drain-timeout", "10"])
     sup.wait_ready()
     pids = set()
-    r = reload_under_load(sup, lambda: pids.add(http_once(port)[1]), 20, "http://127.0.0.1:%d/" % port,
-                          lambda: check(http_once(port, "/slow", timeout=10)[0] == 200, "slow"))
+    r = reload_under_load(sup, lambda: pids.add(http_once(port)[1]), 20, srv.url, srv.slow)
     assert_clean(r, sup)
     check(len(pids) > 20, "the probe met %d server processes over 20 reloads of 2 workers" % len(pids))
     check(sup.stop() == 0, "stop")
@@ -129,48 +114,15 @@ def case_python_http_server():
         f.write("hello\n")
     v6 = has_ipv6()
     listen = ["[::]:%d" % port] if v6 else ["0.0.0.0:%d" % port]
-    sup = preload_supervisor([PYTHON, "-m", "http.server", "--bind", "::" if v6 else "0.0.0.0", "--directory",
-                              docroot, str(port)], listen, ["--workers", "2", "--stop-signal", "INT"])
+    sup = preload_supervisor([servers.PYTHON, "-m", "http.server", "--bind", "::" if v6 else "0.0.0.0",
+                              "--directory", docroot, str(port)], listen, ["--workers", "2", "--stop-signal", "INT"])
     sup.wait_ready()
-    for i in range(5):
+    for _ in range(5):
         check(http_once(port)[0] == 200, "served")
         reload(sup)
     check(http_once(port)[1] == b"hello\n", "served after 5 reloads")
     log(sup.log().count("is the supervisor's socket"), "substitutions")
     sup.stop()
-
-
-def redis_cmd(port, sock):
-    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", sock,
-            "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", "",
-            "--dir", TMP]
-
-
-def redis_benchmark(port, k):
-    """redis-benchmark, PING and GET/SET, looped until stopped. -k 0: a new
-    connection per request (Redis closes its clients when it exits, so a
-    keep-alive benchmark ends at the first restart: that is Redis's own
-    drain, measured separately). Returns a function that stops it and
-    returns what it saw."""
-    stop = threading.Event()
-    res = {"runs": 0, "failed_runs": 0, "errors": []}
-
-    def run():
-        while not stop.is_set():
-            p = subprocess.run(["redis-benchmark", "-p", str(port), "-c", "4", "-n", "3000", "-k", str(k),
-                                "-t", "ping,set,get", "-q"], capture_output=True, text=True, timeout=120)
-            res["runs"] += 1
-            if p.returncode != 0 or "Error" in p.stdout + p.stderr:
-                res["failed_runs"] += 1
-                res["errors"].append((p.stdout + p.stderr).replace("\r", "\n").strip().splitlines()[-1:])
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def done():
-        stop.set()
-        t.join(130)
-        return res
-    return done
 
 
 def case_redis():
@@ -181,47 +133,20 @@ def case_redis():
     (its own drain)."""
     T.need_tools("redis-server", "redis-benchmark", package="redis-server, redis-tools")
     port = free_port()
-    sock = os.path.join(TMP, "redis.sock")
-    sup = preload_supervisor(redis_cmd(port, sock), ["127.0.0.1:%d" % port, "unix:" + sock])
+    srv = servers.redis(port, TMP)
+    sup = preload_supervisor(srv.command, srv.listen)
     sup.wait_ready()
-    check(redis_once(port) == b"+PONG\r\n", "PING")
-    r = reload_under_load(sup, lambda: check(redis_once(port) == b"+PONG\r\n", "PONG"), 20,
-                          slow_once=lambda: check(redis_once(port, b"BLPOP nothing 2", timeout=10) == b"*-1\r\n",
-                                                  "BLPOP"),
-                          extra_load=lambda: redis_benchmark(port, 0))
-    assert_clean(r, sup, slow_is_drain=True)  # Redis closes its clients when it stops
+    srv.probe()
+    r = reload_under_load(sup, srv.probe, 20, slow_once=srv.slow,
+                          extra_load=lambda: servers.redis_benchmark(port, 0))
+    assert_clean(r, sup, slow_is_drain=True)
     check(r["extra"]["failed_runs"] == 0, "redis-benchmark -k 0 failed: %r" % r["extra"])
     s = socket.socket(socket.AF_UNIX)
-    s.connect(sock)
+    s.connect(srv.unix)
     s.sendall(b"PING\r\n")
     check(s.recv(100) == b"+PONG\r\n", "the unix socket, after Redis unlinked it 21 times")
     s.close()
     check(sup.stop() == 0, "stop")
-
-
-def lighttpd_conf(port, port2):
-    conf = os.path.join(TMP, "lighttpd.conf")
-    docroot = os.path.join(TMP, "www")
-    os.makedirs(docroot, exist_ok=True)
-    with open(os.path.join(docroot, "index.html"), "w") as f:
-        f.write("Hello, World!\n")
-    with open(os.path.join(docroot, "slow.sh"), "w") as f:
-        f.write("#!/bin/sh\nsleep 2\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow\\n'\n")
-    os.chmod(os.path.join(docroot, "slow.sh"), 0o755)
-    with open(conf, "w") as f:
-        f.write('''server.document-root = "%s"
-server.bind = "127.0.0.1"
-server.port = %d
-$SERVER["socket"] == "127.0.0.1:%d" { }
-server.modules = ("mod_cgi")
-cgi.assign = (".sh" => "/bin/sh")
-index-file.names = ("index.html")
-server.errorlog = "%s/lighttpd.err"
-server.max-keep-alive-idle = 2
-server.graceful-shutdown-timeout = 10
-server.feature-flags = ("server.graceful-restart-bg" => "disable")
-''' % (docroot, port, port2, TMP))
-    return conf
 
 
 def case_lighttpd():
@@ -229,76 +154,14 @@ def case_lighttpd():
     wrk, the probe, and a 2 s CGI request before each."""
     T.need_tools("lighttpd", package="lighttpd")
     port, port2 = free_port(), free_port()
-    conf = lighttpd_conf(port, port2)
-    sup = preload_supervisor(["lighttpd", "-D", "-f", conf], ["127.0.0.1:%d" % port, "127.0.0.1:%d" % port2],
-                             ["--stop-signal", "INT", "--max-draining", "8", "--drain-timeout", "15"])
+    srv = servers.lighttpd(port, port2, TMP)
+    sup = preload_supervisor(srv.command, srv.listen, ["--stop-signal", "INT", "--max-draining", "8",
+                                                       "--drain-timeout", "15"])
     sup.wait_ready()
     check(http_once(port2)[0] == 200, "second socket")
-    r = reload_under_load(sup, lambda: check(http_once(port)[0] == 200, "200"), 20,
-                          "http://127.0.0.1:%d/" % port,
-                          lambda: check(http_once(port, "/slow.sh", timeout=10)[0] == 200, "slow"))
+    r = reload_under_load(sup, srv.probe, 20, srv.url, srv.slow)
     assert_clean(r, sup)
     check(sup.stop() == 0, "stop")
-
-
-def nginx_conf(ports, sock, slow_port, v6):
-    conf = os.path.join(TMP, "nginx.conf")
-    for d in ("logs", "cb", "pt", "ft", "ut", "st"):
-        os.makedirs(os.path.join(TMP, d), exist_ok=True)
-    listen = "".join("        listen 127.0.0.1:%d;\n" % p for p in ports[:3])
-    if v6:
-        listen += "        listen [::1]:%d;\n" % ports[4]
-    listen += "        listen unix:%s;\n" % sock
-    with open(conf, "w") as f:
-        f.write('''daemon off;
-master_process on;
-worker_processes 2;
-pid %(tmp)s/nginx.pid;
-error_log stderr notice;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path %(tmp)s/cb; proxy_temp_path %(tmp)s/pt; fastcgi_temp_path %(tmp)s/ft;
-    uwsgi_temp_path %(tmp)s/ut; scgi_temp_path %(tmp)s/st;
-    keepalive_timeout 5;
-    server {
-%(listen)s        location / { return 200 "Hello, World!"; }
-        location /slow { proxy_pass http://127.0.0.1:%(slow)d; }
-    }
-    server {
-        listen 127.0.0.1:%(p4)d;
-        location / { return 200 "second"; }
-    }
-}
-''' % {"tmp": TMP, "listen": listen, "slow": slow_port, "p4": ports[3]})
-    return conf
-
-
-class SlowBackend:
-    """An upstream whose /slow answers after 2 s, for nginx."""
-
-    def __init__(self):
-        import http.server
-
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"
-
-            def do_GET(self):
-                time.sleep(2)
-                self.send_response(200)
-                self.send_header("Content-Length", "5")
-                self.end_headers()
-                self.wfile.write(b"slow\n")
-
-            def log_message(self, *a):
-                pass
-
-        class S(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-        self.srv = S(("127.0.0.1", 0), H)
-        self.port = self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-        T.at_exit(self.srv.shutdown)
 
 
 def case_nginx():
@@ -309,15 +172,14 @@ def case_nginx():
     T.need_tools("nginx", package="nginx")
     v6 = has_ipv6()
     ports = [free_port() for _ in range(5)]
-    sock = os.path.join(TMP, "nginx.sock")
-    slow = SlowBackend()
-    conf = nginx_conf(ports, sock, slow.port, v6)
-    listen = ["127.0.0.1:%d" % p for p in ports[:4]] + (["[::1]:%d" % ports[4]] if v6 else []) + ["unix:" + sock]
-    sup = preload_supervisor(["nginx", "-p", TMP, "-e", "stderr", "-c", conf], listen,
-                             ["--stop-signal", "QUIT", "--max-draining", "8", "--drain-timeout", "15"])
+    slow = servers.SlowBackend()
+    T.at_exit(slow.close)
+    srv = servers.nginx(ports, TMP, slow.port, v6)
+    sup = preload_supervisor(srv.command, srv.listen, ["--stop-signal", "QUIT", "--max-draining", "8",
+                                                       "--drain-timeout", "15"])
     sup.wait_ready()
     check(http_once(ports[3])[1] == b"second", "the second server block")
-    check(http_once(0, unix=sock)[0] == 200, "the unix socket")
+    check(http_once(0, unix=srv.unix)[0] == 200, "the unix socket")
     if v6:
         check(http_once(ports[4], host="::1")[0] == 200, "[::1]")
     turn = [0]
@@ -326,16 +188,15 @@ def case_nginx():
         turn[0] += 1
         k = turn[0] % 3
         if k == 0:
-            check(http_once(ports[turn[0] % 3])[0] == 200, "200")
+            check(http_once(ports[0])[0] == 200, "200")
         elif k == 1:
-            check(http_once(0, unix=sock)[0] == 200, "200 (unix)")
+            check(http_once(0, unix=srv.unix)[0] == 200, "200 (unix)")
         else:
             check(http_once(ports[1])[0] == 200, "200")
-    r = reload_under_load(sup, probe, 20, "http://127.0.0.1:%d/" % ports[0],
-                          lambda: check(http_once(ports[0], "/slow", timeout=10)[0] == 200, "slow"))
+    r = reload_under_load(sup, probe, 20, srv.url, srv.slow)
     assert_clean(r, sup)
-    check(os.path.exists(sock), "nginx unlinks its unix socket when it stops; the supervisor's stays")
-    check(http_once(0, unix=sock)[0] == 200, "the unix socket after 20 reloads")
+    check(os.path.exists(srv.unix), "nginx unlinks its unix socket when it stops; the supervisor's stays")
+    check(http_once(0, unix=srv.unix)[0] == 200, "the unix socket after 20 reloads")
     check(sup.stop() == 0, "stop")
 
 

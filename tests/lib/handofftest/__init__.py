@@ -10,7 +10,9 @@ Modules: proc (processes, pid files, ports; no test failures), runner
 CMake), echo (examples/echo and its clients), http (HTTP servers and a
 byte-exact client), supervisor (`handoff run`), wrk (the load generator),
 load (a probe, slow requests and wrk in the background, for servers the
-tests do not control: `from handofftest.load import Probe`). A script
+tests do not control: `from handofftest.load import Probe`), servers
+(unmodified Debian servers configured for tests/it-preload-servers.py and
+bench/preload-servers.py: `from handofftest import servers`). A script
 imports the helpers; no script imports another script.
 """
 from . import wrk  # T.wrk.run, T.wrk.start, T.wrk.parse

@@ -78,6 +78,7 @@ static struct {
     struct conn *conns;      /* list head */
     int migrate;             /* HANDOFF_MIGRATE is on */
     size_t state_pad;
+    char *ballast; /* --ballast */
     long crash_after_adopt;  /* abort after adopting this many (-1: never) */
     uint64_t ready_at;
     unsigned long adopted, returned_total, bad_state;
@@ -103,6 +104,8 @@ static void usage(FILE *f)
             "  --crash-after-adopt N  abort after adopting N connections (fault tests)\n"
             "  --stall-after-ready MS do nothing for MS after becoming ready (fault tests)\n"
             "  --state-pad BYTES      pad each migrating connection's state (tests)\n"
+            "  --ballast MB           allocate and touch MB MiB (restart benchmarks: a\n"
+            "                         large process)\n"
             "  --verbose              log every event\n"
             "  --help                 this text\n"
             "SIGHUP: zero-downtime restart. SIGTERM/SIGINT: graceful stop (twice: now).\n");
@@ -509,6 +512,7 @@ int main(int argc, char **argv)
         {"crash-after-adopt", required_argument, NULL, 'A'},
         {"stall-after-ready", required_argument, NULL, 'S'},
         {"state-pad", required_argument, NULL, 'P'},
+        {"ballast", required_argument, NULL, 'B'},
         {"nofile", required_argument, NULL, 'n'},
         {"no-migrate", no_argument, NULL, 'M'},
         {"max-draining", required_argument, NULL, 'm'},
@@ -521,9 +525,9 @@ int main(int argc, char **argv)
     int nspecs = 0, c, r;
 
     int crash_ms = -1, stall_ms = 0, migrate = 1;
-    long nofile = 0;
+    long nofile = 0, ballast_mb = 0;
     S.crash_after_adopt = -1;
-    while ((c = getopt_long(argc, argv, "l:p:d:u:x:r:c:A:S:P:n:Mm:vh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "l:p:d:u:x:r:c:A:S:P:B:n:Mm:vh", longopts, NULL)) != -1) {
         switch (c) {
         case 'l':
             if (nspecs == MAX_LISTEN) {
@@ -539,6 +543,7 @@ int main(int argc, char **argv)
         case 'A':
         case 'S':
         case 'P':
+        case 'B':
         case 'n': {
             char *end;
             long v = strtol(optarg, &end, 10);
@@ -554,6 +559,8 @@ int main(int argc, char **argv)
                 stall_ms = (int)v;
             else if (c == 'P')
                 S.state_pad = (size_t)v;
+            else if (c == 'B')
+                ballast_mb = v;
             else
                 nofile = v;
             break;
@@ -658,6 +665,20 @@ int main(int argc, char **argv)
     }
     S.ready_at = handoff_now_usec();
     handoff_ready(S.h);
+    if (ballast_mb > 0) {
+        /* Touched, so that its pages are mapped: what a big server's
+         * fork() would copy page tables for. Kept for the process's life;
+         * after ready, so that a successor's restart does not wait for it. */
+        size_t len = (size_t)ballast_mb << 20;
+        char *b = malloc(len);
+        if (!b) {
+            fprintf(stderr, "echo: --ballast: out of memory\n");
+            return 1;
+        }
+        for (size_t i = 0; i < len; i += 4096)
+            b[i] = 1;
+        S.ballast = b;
+    }
     if (stall_ms > 0)
         usleep((useconds_t)stall_ms * 1000);
     if (crash_ms >= 0) {
@@ -713,5 +734,6 @@ out:
                 handoff_conn_count(S.h));
     handoff_free(S.h);
     close(S.ep);
+    free(S.ballast);
     return 0;
 }

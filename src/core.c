@@ -10,6 +10,7 @@
 #include "loop.h"
 #include "manager.h"
 #include "migrate.h"
+#include "shared/trace.h"
 #include "signals.h"
 #include "successor.h"
 
@@ -113,6 +114,7 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
     handoff_t *h;
     int r;
 
+    handoff__trace("C1-new");
     if (!out)
         return -EINVAL;
     *out = NULL;
@@ -199,6 +201,7 @@ int handoff_new(const handoff_options *opts, handoff_t **out)
     }
     handoff__notify_init(h);
     *out = h;
+    handoff__trace("C2-new-done");
     return 0;
 fail:
     handle_destroy(h);

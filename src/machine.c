@@ -19,6 +19,7 @@
 #include "loop.h"
 #include "manager.h"
 #include "migrate.h"
+#include "shared/trace.h"
 #include "signals.h"
 #include "successor.h"
 
@@ -135,7 +136,9 @@ static void handover(handoff_t *h, unsigned adopt)
      * pid file (and signals it) acts after systemd already knows it. */
     handoff__notify(h, "MAINPID=%ld\nREADY=1\nSTATUS=Generation %u (pid %ld) serving", (long)pid,
                     h->generation + 1, (long)pid);
+    handoff__trace("P7-mainpid");
     handoff__pidfile_update(h, pid);
+    handoff__trace("P8-pidfile");
     handoff__log(h, HANDOFF_LOG_INFO, "generation %u (pid %ld) ready in %llu ms; draining %lu connections",
                  h->generation + 1, (long)pid, (unsigned long long)(elapsed / 1000),
                  (unsigned long)atomic_load(&h->conns));
@@ -259,6 +262,7 @@ static void on_signals(handoff_t *h)
 {
     struct hf_sigbatch b;
 
+    handoff__trace("P0-sigread");
     if (handoff__signals_read(&h->sig, &b) < 0)
         return;
     for (size_t i = 0; i < b.n; i++) {
@@ -300,8 +304,10 @@ static int poll_sources(handoff_t *h)
             break;
         case HF_TAG_CHILD_SOCK: {
             unsigned adopt = 0;
-            if (handoff__child_read(h, &adopt) == 1)
+            if (handoff__child_read(h, &adopt) == 1) {
+                handoff__trace("P6-ready-recv");
                 handover(h, adopt);
+            }
             break;
         }
         case HF_TAG_MIG_OUT:
@@ -408,6 +414,7 @@ int handoff_ready(handoff_t *h)
         return -EINVAL;
     if (h->ready)
         return handoff__fail(h, -EALREADY, "ready: already called");
+    handoff__trace("C3-ready");
     h->ready = true;
     handoff__close_unclaimed(h);
     if (h->has_parent) {
@@ -466,7 +473,9 @@ static int upgrade_start(handoff_t *h)
     char exe[4096];
     int r;
 
+    handoff__trace("P1-upgrade");
     r = handoff__spawn(h, exe, sizeof exe);
+    handoff__trace("P4-spawned");
     if (r < 0)
         return r;
     handoff__timer_set(&h->loop, HF_TIMER_UPGRADE, hf_deadline(h->child.start, h->upgrade_timeout));

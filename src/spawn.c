@@ -28,6 +28,7 @@
 #include "shared/exec.h"
 #include "shared/protocol.h"
 #include "shared/status.h"
+#include "shared/trace.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -53,7 +54,7 @@ static int plan_build(handoff_t *h, struct handoff__exec *p)
     p->cwd = h->cwd;
     p->mask = h->sig.orig_mask;
     p->ignored = h->sig.orig_ignored;
-    p->flags = HANDOFF__EXEC_RESET_SIGNALS;
+    p->flags = HANDOFF__EXEC_RESET_SIGNALS | HANDOFF__EXEC_PIDFD;
     r = handoff__exec_resolve(p, h->cwd);
     if (r == -ENOENT)
         return handoff__fail(h, r, "upgrade: cannot find \"%s\" in PATH", h->argv[0]);
@@ -133,6 +134,7 @@ int handoff__spawn(handoff_t *h, char *exe, size_t exelen)
             handoff__fail(h, r, "upgrade: out of memory");
         goto out;
     }
+    handoff__trace("P2-plan");
     (void)snprintf(exe, exelen, "%s", plan.exe);
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
         r = handoff__fail(h, -errno, "upgrade: socketpair: %s", strerror(errno));
@@ -156,28 +158,15 @@ int handoff__spawn(handoff_t *h, char *exe, size_t exelen)
         r = (int)pid;
         if (r == -EAGAIN || r == -ENOMEM)
             handoff__fail(h, r, "upgrade: fork: %s", strerror(-r));
+        else if (r == -ESRCH)
+            /* It exited at once and another thread reaped it already. */
+            r = handoff__fail(h, -ECHILD, "upgrade: %s exited at once (reaped elsewhere)",
+                              plan.exe);
         else
             handoff__fail(h, r, "upgrade: cannot execute %s: %s", plan.exe, strerror(-r));
         goto out;
     }
-    /* Opened right away: the child cannot have been reaped by anyone yet
-     * (we are inside a call the application made), so pid is still it. */
-    h->child.pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (h->child.pidfd < 0) {
-        r = -errno;
-        if (r == -ESRCH) {
-            /* It exited at once and another thread reaped it already. */
-            r = handoff__fail(h, -ECHILD, "upgrade: pid %ld exited at once (reaped elsewhere)",
-                              (long)pid);
-            goto out;
-        }
-        (void)kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-        }
-        r = handoff__fail(h, r, "upgrade: pidfd_open: %s (Linux >= 5.3 is required)",
-                          strerror(-r));
-        goto out;
-    }
+    h->child.pidfd = plan.pidfd;
     h->child.pid = pid;
     h->child.sock = sv[0];
     sv[0] = -1;

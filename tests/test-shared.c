@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -195,25 +198,28 @@ static void test_put_pid(void **s)
     assert_string_equal(b, "4194304");
 }
 
-/* The exec plan end to end: a shell reports what it got. */
-static void test_exec(void **s)
+/* The exec plan end to end: a shell reports what it got. mode is 0 (the
+ * vfork-style start where the build allows it) or HANDOFF__EXEC_FORK. */
+static void exec_case(unsigned mode)
 {
     char *argv[] = {"sh", "-c",
                     "exec >&5; echo \"pid=$$ lp=$LISTEN_PID fds=$LISTEN_FDS names=$LISTEN_FDNAMES "
                     "x=$X h=${HANDOFF_SECRET-unset} n=${NOTIFY_SOCKET-unset} pwd=$(pwd)\"; "
-                    "ls /proc/$$/fd | sort -n | tr '\\n' ' '",
+                    /* no pipeline: its pipes would be the shell's fds
+                     * for a moment; no glob: its directory fd would be */
+                    "ls /proc/$$/fd",
                     NULL};
     char *names[] = {"a", "b", NULL};
     char out[512] = "";
     struct handoff__exec p;
     int pp[2], leak, st;
-    (void)s;
     setenv("HANDOFF_SECRET", "1", 1);
     setenv("NOTIFY_SOCKET", "/nowhere", 1);
     assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
     leak = open("/dev/null", O_RDONLY); /* not close-on-exec */
     assert_true(leak >= 0);
     handoff__exec_init(&p, argv);
+    p.flags = mode;
     p.cwd = "/tmp";
     assert_int_equal(handoff__exec_resolve(&p, "/tmp"), 0);
     assert_int_equal(handoff__exec_env_inherit(&p, environ), 0);
@@ -226,6 +232,12 @@ static void test_exec(void **s)
     assert_int_equal(handoff__exec_fd(&p, pp[1]), 0);
     pid_t pid = handoff__exec_start(&p);
     assert_true(pid > 0);
+    /* The child's fd shuffle happened in its own memory: the plan (ours,
+     * which a vfork-style child shares) still lists the caller's fds. */
+    assert_int_equal(p.fds[0], z);
+    assert_int_equal(p.fds[1], z);
+    assert_int_equal(p.fds[2], pp[1]);
+    assert_int_equal(p.pidfd, -1); /* not asked for */
     close(pp[1]);
     ssize_t n, got = 0;
     while ((n = read(pp[0], out + got, sizeof out - 1 - (size_t)got)) > 0)
@@ -235,7 +247,7 @@ static void test_exec(void **s)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     char want[256];
     snprintf(want, sizeof want,
-             "pid=%d lp=%d fds=2 names=a:b x=42 h=unset n=unset pwd=/tmp\n0 1 2 3 4 5 ",
+             "pid=%d lp=%d fds=2 names=a:b x=42 h=unset n=unset pwd=/tmp\n0\n1\n2\n3\n4\n5\n",
              (int)pid, (int)pid);
     /* Exactly 0..5: the fd left without O_CLOEXEC did not leak. */
     if (strcmp(out, want) != 0)
@@ -244,9 +256,56 @@ static void test_exec(void **s)
     /* A missing program: -ENOENT, child reaped. */
     char *bad[] = {"/nonexistent/prog", NULL};
     handoff__exec_init(&p, bad);
+    p.flags = mode | HANDOFF__EXEC_PIDFD;
+    assert_int_equal(handoff__exec_resolve(&p, NULL), 0);
+    assert_int_equal(handoff__exec_start(&p), -ENOENT);
+    assert_int_equal(p.pidfd, -1);
+    assert_int_equal(waitpid(-1, NULL, WNOHANG), -1); /* reaped */
+    handoff__exec_free(&p);
+    /* Not executable: execve()'s -EACCES, also for root. */
+    char noexec[] = "/tmp/handoff-noexec-XXXXXX";
+    int nf = mkstemp(noexec);
+    assert_true(nf >= 0);
+    assert_int_equal(write(nf, "#!/bin/sh\n", 10), 10);
+    close(nf);
+    char *nx[] = {noexec, NULL};
+    handoff__exec_init(&p, nx);
+    p.flags = mode;
+    assert_int_equal(handoff__exec_resolve(&p, NULL), 0);
+    assert_int_equal(handoff__exec_start(&p), -EACCES);
+    assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
+    handoff__exec_free(&p);
+    unlink(noexec);
+    /* A step before execve() failing (chdir): its errno. */
+    char *tru[] = {"/bin/true", NULL};
+    handoff__exec_init(&p, tru);
+    p.flags = mode;
+    p.cwd = "/nonexistent-dir";
     assert_int_equal(handoff__exec_resolve(&p, NULL), 0);
     assert_int_equal(handoff__exec_start(&p), -ENOENT);
     handoff__exec_free(&p);
+    /* With HANDOFF__EXEC_PIDFD: a pidfd for the very child (pidfd_open()
+     * is missing under valgrind, which the fork() side then needs). */
+    int self = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (self < 0 && (mode & HANDOFF__EXEC_FORK))
+        goto done;
+    if (self >= 0)
+        close(self);
+    handoff__exec_init(&p, tru);
+    p.flags = mode | HANDOFF__EXEC_PIDFD;
+    assert_int_equal(handoff__exec_resolve(&p, NULL), 0);
+    pid = handoff__exec_start(&p);
+    assert_true(pid > 0);
+    assert_true(p.pidfd >= 0);
+    assert_true(fcntl(p.pidfd, F_GETFD) & FD_CLOEXEC);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    assert_int_equal(waitid(P_PIDFD, (id_t)p.pidfd, &si, WEXITED), 0);
+    assert_int_equal(si.si_pid, pid);
+    assert_int_equal(si.si_status, 0);
+    close(p.pidfd);
+    handoff__exec_free(&p);
+done:;
     char *none[] = {"handoff-no-such-program", NULL};
     handoff__exec_init(&p, none);
     assert_int_equal(handoff__exec_resolve(&p, NULL), -ENOENT);
@@ -256,13 +315,146 @@ static void test_exec(void **s)
     close(pp[0]);
 }
 
+static void test_exec(void **s)
+{
+    (void)s;
+    exec_case(0);
+}
+
+static void test_exec_fork(void **s)
+{
+    (void)s;
+    exec_case(HANDOFF__EXEC_FORK);
+}
+
+static void on_usr1(int sig) { (void)sig; }
+
+/* "SigBlk:\t0000...\n" of /proc/<pid>/status as a number, from a file
+ * the child wrote. */
+static unsigned long long sig_field(const char *text, const char *name)
+{
+    const char *p = strstr(text, name);
+    return p ? strtoull(p + strlen(name) + 1, NULL, 16) : ~0ULL;
+}
+
+/* What the program finds: the plan's mask; without
+ * HANDOFF__EXEC_RESET_SIGNALS our ignored signals stay ignored (a handler
+ * never survives execve()); with it, exactly plan.ignored. */
+static void exec_signals_case(unsigned mode)
+{
+    char *argv[] = {"sh", "-c", "exec grep ^Sig /proc/self/status >&3", NULL};
+    struct sigaction sa, old_usr1, old_usr2, old_term;
+    struct handoff__exec p;
+    char out[1024];
+    int pp[2], st;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_usr1;
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old_usr1), 0);
+    sa.sa_handler = SIG_IGN;
+    assert_int_equal(sigaction(SIGUSR2, &sa, &old_usr2), 0);
+    assert_int_equal(sigaction(SIGTERM, &sa, &old_term), 0);
+    for (int reset = 0; reset < 2; reset++) {
+        assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+        handoff__exec_init(&p, argv);
+        p.flags = mode | (reset ? HANDOFF__EXEC_RESET_SIGNALS : 0);
+        sigemptyset(&p.mask);
+        sigaddset(&p.mask, SIGWINCH);
+        sigaddset(&p.ignored, SIGTERM);
+        assert_int_equal(handoff__exec_resolve(&p, NULL), 0);
+        assert_int_equal(handoff__exec_fd(&p, pp[1]), 0);
+        pid_t pid = handoff__exec_start(&p);
+        assert_true(pid > 0);
+        close(pp[1]);
+        ssize_t n, got = 0;
+        while ((n = read(pp[0], out + got, sizeof out - 1 - (size_t)got)) > 0)
+            got += n;
+        out[got] = '\0';
+        close(pp[0]);
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        handoff__exec_free(&p);
+        unsigned long long blk = sig_field(out, "SigBlk:"), ign = sig_field(out, "SigIgn:");
+        unsigned long long bit = 1;
+        if (blk != bit << (SIGWINCH - 1))
+            fail_msg("reset=%d: SigBlk %llx, want only SIGWINCH (%s)", reset, blk, out);
+        if (reset && ign != bit << (SIGTERM - 1))
+            fail_msg("reset=%d: SigIgn %llx, want only SIGTERM (%s)", reset, ign, out);
+        if (!reset && (!(ign & (bit << (SIGUSR2 - 1))) || !(ign & (bit << (SIGTERM - 1))) ||
+                       (ign & (bit << (SIGUSR1 - 1)))))
+            fail_msg("reset=%d: SigIgn %llx, want SIGUSR2 and SIGTERM, not SIGUSR1 (%s)", reset,
+                     ign, out);
+    }
+    /* Our own dispositions are untouched (the child changed its copy). */
+    assert_int_equal(sigaction(SIGUSR1, &old_usr1, &sa), 0);
+    assert_ptr_equal(sa.sa_handler, on_usr1);
+    assert_int_equal(sigaction(SIGUSR2, &old_usr2, &sa), 0);
+    assert_ptr_equal(sa.sa_handler, SIG_IGN);
+    assert_int_equal(sigaction(SIGTERM, &old_term, NULL), 0);
+}
+
+static void test_exec_signals(void **s)
+{
+    (void)s;
+    exec_signals_case(0);
+    exec_signals_case(HANDOFF__EXEC_FORK);
+}
+
+/* Another thread allocating and freeing all along: the vfork-style child
+ * shares the heap and must never take its lock (a deadlock or a corrupt
+ * heap here). */
+static atomic_int g_churn_stop;
+static void *churn(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&g_churn_stop)) {
+        void *v[64];
+        for (int i = 0; i < 64; i++) {
+            v[i] = malloc((size_t)(16 + i * 97));
+            if (v[i])
+                memset(v[i], i, 16);
+        }
+        for (int i = 0; i < 64; i++)
+            free(v[i]);
+    }
+    return NULL;
+}
+
+static void test_exec_threads(void **s)
+{
+    char *tru[] = {"/bin/true", NULL};
+    pthread_t t[2];
+    (void)s;
+    atomic_store(&g_churn_stop, 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, churn, NULL), 0);
+    for (int i = 0; i < 100; i++) {
+        struct handoff__exec p;
+        int st;
+        handoff__exec_init(&p, tru);
+        p.flags = HANDOFF__EXEC_PIDFD;
+        assert_int_equal(handoff__exec_resolve(&p, NULL), 0);
+        assert_int_equal(handoff__exec_env_inherit(&p, environ), 0);
+        pid_t pid = handoff__exec_start(&p);
+        assert_true(pid > 0);
+        assert_int_equal(waitpid(pid, &st, 0), pid);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        close(p.pidfd);
+        handoff__exec_free(&p);
+    }
+    atomic_store(&g_churn_stop, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_protocol_table), cmocka_unit_test(test_status_words),
         cmocka_unit_test(test_addr),           cmocka_unit_test(test_unix_stale),
         cmocka_unit_test(test_notifier),       cmocka_unit_test(test_put_pid),
-        cmocka_unit_test(test_exec),
+        cmocka_unit_test(test_exec),           cmocka_unit_test(test_exec_fork),
+        cmocka_unit_test(test_exec_signals),   cmocka_unit_test(test_exec_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
  */
 #include "shared/exec.h"
 #include "shared/protocol.h"
+#include "shared/trace.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -30,6 +33,7 @@ void handoff__exec_init(struct handoff__exec *p, char *const *argv)
 {
     memset(p, 0, sizeof *p);
     p->argv = argv;
+    p->pidfd = -1;
     (void)pthread_sigmask(SIG_BLOCK, NULL, &p->mask);
     sigemptyset(&p->ignored);
 }
@@ -269,11 +273,23 @@ int handoff__cloexec_from(int from)
     return r;
 }
 
-/* The child between fork and exec. Async-signal-safe calls only. */
-__attribute__((noreturn)) static void child_exec(struct handoff__exec *p, int errfd)
+/* What the child gets. The plan is read only: with the vfork-style start
+ * the child shares our memory, so whatever it writes we see. */
+struct child_arg {
+    const struct handoff__exec *p;
+    int *moved; /* nfds slots the child may write (the plan's fds stay) */
+    int errfd;  /* write end of the error pipe (close-on-exec) */
+    bool shared_vm;
+};
+
+/* The child between fork and exec. Async-signal-safe calls only (and with
+ * the vfork-style start, nothing that takes a lock or allocates: another
+ * thread of ours may hold it). A failed step's errno goes through errfd. */
+__attribute__((noreturn)) static void child_exec(const struct child_arg *a)
 {
+    const struct handoff__exec *p = a->p;
     int top = 3 + (int)p->nfds;
-    int err;
+    int err, errfd;
 
     if (p->flags & HANDOFF__EXEC_SETPGID)
         (void)setpgid(0, 0);
@@ -293,20 +309,34 @@ __attribute__((noreturn)) static void child_exec(struct handoff__exec *p, int er
             sa.sa_handler = sigismember(&p->ignored, s) == 1 ? SIG_IGN : SIG_DFL;
             (void)sigaction(s, &sa, NULL);
         }
+    } else if (a->shared_vm) {
+        /* A signal that p->mask unblocks could arrive between the unblock
+         * and execve(): an application handler must not run then in a
+         * child that shares our memory. Such signals get SIG_DFL (handlers
+         * do not survive execve() anyway; SIG_IGN does and stays). */
+        for (int s = 1; s < HF_NSIG; s++) {
+            struct sigaction sa;
+            if (s == SIGKILL || s == SIGSTOP || sigismember(&p->mask, s) == 1 ||
+                sigaction(s, NULL, &sa) < 0 || sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN)
+                continue;
+            memset(&sa, 0, sizeof sa);
+            sa.sa_handler = SIG_DFL;
+            (void)sigaction(s, &sa, NULL);
+        }
     }
     /* Move every source above the target range first, so that the dup2()s
      * below cannot overwrite a source that has not been copied yet. */
-    errfd = fcntl(errfd, F_DUPFD_CLOEXEC, top);
+    errfd = fcntl(a->errfd, F_DUPFD_CLOEXEC, top);
     if (errfd < 0)
         _exit(127);
     for (size_t i = 0; i < p->nfds; i++) {
-        p->fds[i] = fcntl(p->fds[i], F_DUPFD_CLOEXEC, top);
-        if (p->fds[i] < 0)
+        a->moved[i] = fcntl(p->fds[i], F_DUPFD_CLOEXEC, top);
+        if (a->moved[i] < 0)
             goto fail;
     }
     /* dup2() gives copies without FD_CLOEXEC: exactly the fds handed on. */
     for (size_t i = 0; i < p->nfds; i++)
-        if (dup2(p->fds[i], 3 + (int)i) < 0)
+        if (dup2(a->moved[i], 3 + (int)i) < 0)
             goto fail;
     /* Anything else the process left without O_CLOEXEC must not leak into
      * the program: if that cannot be ensured, the start fails. */
@@ -314,6 +344,8 @@ __attribute__((noreturn)) static void child_exec(struct handoff__exec *p, int er
         errno = -err;
         goto fail;
     }
+    /* The slot is in the plan's memory: with the vfork-style start the
+     * parent's copy shows the child's pid afterwards, which is harmless. */
     if (p->pid_slot)
         handoff__put_pid(p->pid_slot, (long)getpid());
     if (p->cwd && chdir(p->cwd) < 0)
@@ -321,18 +353,91 @@ __attribute__((noreturn)) static void child_exec(struct handoff__exec *p, int er
     (void)sigprocmask(SIG_SETMASK, &p->mask, NULL);
     execve(p->exe, p->argv, p->envp);
 fail:
-    err = errno;
+    err = errno ? errno : EIO;
     (void)!write(errfd, &err, sizeof err);
     _exit(127);
 }
 
+/* Sanitizer runtimes keep state in memory the vfork-style child would
+ * share with us (their interceptors and stack poisoning): fork there. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define HF_SPAWN_VFORK 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define HF_SPAWN_VFORK 0
+#endif
+#endif
+#ifndef HF_SPAWN_VFORK
+#define HF_SPAWN_VFORK 1
+#endif
+
+/* The vfork-style child's stack: child_exec() needs about 5 KiB (the
+ * getdents64 buffer of the close-on-exec fallback is 4 KiB). */
+#define HF_CHILD_STACK (64 * 1024)
+
+static int vfork_child(void *arg)
+{
+    child_exec(arg);
+}
+
+/* clone(CLONE_VM | CLONE_VFORK), as posix_spawn() does: the child borrows
+ * our address space until it execs, so nothing is copied - neither the
+ * page tables at fork() nor their teardown at execve(), which in a large
+ * or threaded server cost milliseconds (bench/upgrade-latency.py). Only
+ * this thread waits meanwhile; the others run on, and the child touches
+ * nothing of ours but the plan (read only), its own stack and the moved
+ * slots. With pidfd, CLONE_PIDFD gives the pidfd with the pid, before
+ * anyone could reap the child. Returns the pid or -errno. */
+static pid_t spawn_vfork(struct child_arg *a, int *pidfd)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t guard = pg > 0 ? (size_t)pg : 4096, len = HF_CHILD_STACK + guard;
+    char *stack;
+    pid_t pid;
+    int e;
+
+    stack = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1,
+                 0);
+    if (stack == MAP_FAILED)
+        return -errno;
+    /* The stack grows down: a guard page below it. */
+    (void)mprotect(stack, guard, PROT_NONE);
+    a->shared_vm = true;
+    pid = clone(vfork_child, stack + len, CLONE_VM | CLONE_VFORK | SIGCHLD | (pidfd ? CLONE_PIDFD : 0),
+                a, pidfd);
+    e = errno;
+    (void)munmap(stack, len);
+    return pid < 0 ? -e : pid;
+}
+
+static pid_t spawn_fork(struct child_arg *a, int *pidfd, int *pidfd_err)
+{
+    pid_t pid;
+
+    a->shared_vm = false;
+    pid = fork();
+    if (pid == 0)
+        child_exec(a);
+    if (pid < 0)
+        return -errno;
+    /* Before anyone could reap it, unless another thread reaps every
+     * child (then ESRCH once it exited). */
+    if (pidfd && (*pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0)
+        *pidfd_err = errno;
+    return pid;
+}
+
 pid_t handoff__exec_start(struct handoff__exec *p)
 {
-    int ep[2], err = 0;
+    struct child_arg a = {.p = p};
+    int ep[2], err = 0, pidfd = -1, pidfd_err = 0;
+    int *want = (p->flags & HANDOFF__EXEC_PIDFD) ? &pidfd : NULL;
     sigset_t all, old;
     ssize_t n;
     pid_t pid;
 
+    p->pidfd = -1;
     if (!p->exe || !p->argv)
         return -EINVAL;
     if (!p->envp) {
@@ -342,33 +447,65 @@ pid_t handoff__exec_start(struct handoff__exec *p)
             return -ENOMEM;
         p->envcap = 1;
     }
-    if (pipe2(ep, O_CLOEXEC) < 0)
+    a.moved = malloc((p->nfds ? p->nfds : 1) * sizeof *a.moved);
+    if (!a.moved)
+        return -ENOMEM;
+    /* The error pipe also serves the vfork-style start: it is the one
+     * channel that works when an emulator (valgrind) turns it into a
+     * fork, and it costs microseconds. */
+    if (pipe2(ep, O_CLOEXEC) < 0) {
+        free(a.moved);
         return -errno;
+    }
+    a.errfd = ep[1];
     p->parent = getpid();
-    /* Block everything across fork so that no application handler runs in
-     * the child before its dispositions and mask are set. */
+    /* Block everything across the start so that no application handler
+     * runs in the child before its dispositions and mask are set. */
     sigfillset(&all);
     (void)pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid = fork();
-    if (pid == 0)
-        child_exec(p, ep[1]);
-    err = errno;
+#ifdef HANDOFF_TRACE
+    /* The "before" side of bench/upgrade-latency.py --breakdown. */
+    if (getenv("HFTRACE_FORK"))
+        p->flags |= HANDOFF__EXEC_FORK;
+#endif
+    handoff__trace("P3a-fork");
+    pid = -ENOSYS;
+    if (HF_SPAWN_VFORK && !(p->flags & HANDOFF__EXEC_FORK))
+        pid = spawn_vfork(&a, want);
+    /* No vfork-style start here (a seccomp filter, an emulator refusing
+     * the flags), or forced: fork. */
+    if (pid == -ENOSYS || pid == -EINVAL || pid == -EPERM)
+        pid = spawn_fork(&a, want, &pidfd_err);
+    handoff__trace("P3b-forked");
     (void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+    free(a.moved);
     (void)close(ep[1]);
     if (pid < 0) {
         (void)close(ep[0]);
-        return -err;
+        return pid;
     }
-    /* EOF means execve() succeeded (the pipe is close-on-exec); four bytes
-     * are the errno of the failed step. */
+    /* EOF once execve() succeeded (the pipe is close-on-exec), or the
+     * errno of the step that failed. */
     do {
         n = read(ep[0], &err, sizeof err);
     } while (n < 0 && errno == EINTR);
     (void)close(ep[0]);
-    if (n == (ssize_t)sizeof err) {
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    handoff__trace("P3c-exec-ok");
+    if (n == (ssize_t)sizeof err || (want && pidfd < 0)) {
+        if (n != (ssize_t)sizeof err) {
+            /* No pidfd (EMFILE, ...): the start fails. ESRCH: it died at
+             * once and another thread reaped it. */
+            err = pidfd_err ? pidfd_err : EBADF;
+            if (err != ESRCH)
+                (void)kill(pid, SIGKILL);
         }
+        if (err != ESRCH)
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+            }
+        if (pidfd >= 0)
+            (void)close(pidfd);
         return -(err > 0 ? err : EIO);
     }
+    p->pidfd = pidfd;
     return pid;
 }

@@ -35,7 +35,13 @@ enum handoff__exec_flags {
     HANDOFF__EXEC_SETPGID = 1u << 1,
     /* prctl(PR_SET_PDEATHSIG, plan.pdeathsig), and give up (exit 127) if
      * the parent already died before that. */
-    HANDOFF__EXEC_PDEATHSIG = 1u << 2
+    HANDOFF__EXEC_PDEATHSIG = 1u << 2,
+    /* Also return the child's pidfd in plan.pidfd (the caller owns it); a
+     * start that cannot have one fails. */
+    HANDOFF__EXEC_PIDFD = 1u << 3,
+    /* fork() even where the vfork-style start is available (tests, and
+     * the "before" side of bench/upgrade-latency.py). */
+    HANDOFF__EXEC_FORK = 1u << 4
 };
 
 struct handoff__exec {
@@ -52,6 +58,8 @@ struct handoff__exec {
     unsigned flags;         /* enum handoff__exec_flags */
     int pdeathsig;          /* with HANDOFF__EXEC_PDEATHSIG */
     pid_t parent;           /* set by handoff__exec_start() */
+    int pidfd;              /* set by handoff__exec_start(): with
+                             * HANDOFF__EXEC_PIDFD the child's pidfd, else -1 */
 };
 
 /* Zeroes *p, takes argv (borrowed), and sets mask to the calling thread's
@@ -86,12 +94,20 @@ int handoff__exec_env_listen(struct handoff__exec *p, char *const *names, size_t
  * 0 or -ENOMEM. */
 int handoff__exec_fd(struct handoff__exec *p, int fd);
 
-/* Forks and executes the plan. All signals are blocked in the calling
- * thread across fork(), so that no handler of the application runs in the
- * child. Returns the child's pid once execve() succeeded, or -errno of the
- * step that failed (the child has then been reaped): fork()'s -EAGAIN,
- * execve()'s -ENOENT, -EACCES, -ENOEXEC, ... Thread-safe: yes, if p is
- * not shared. */
+/* Starts the plan: clone(CLONE_VM | CLONE_VFORK), as posix_spawn() does
+ * (the child borrows our memory until it execs and this thread waits for
+ * that, so no page table is copied), or fork() in sanitizer builds, with
+ * HANDOFF__EXEC_FORK, or where the clone is refused (seccomp, emulators).
+ * All signals are blocked in the calling thread meanwhile, so that no
+ * handler of the application runs in the child; in the vfork-style child
+ * a signal that plan.mask unblocks and that has a handler is set to
+ * SIG_DFL first (handlers do not survive execve() anyway). Returns the
+ * child's pid once execve() succeeded (with HANDOFF__EXEC_PIDFD its pidfd
+ * in p->pidfd), or -errno of the step that failed (the child has then been
+ * reaped): -EAGAIN (fork), execve()'s -ENOENT, -EACCES, -ENOEXEC, ..., or
+ * with HANDOFF__EXEC_PIDFD -EMFILE and the like (no pidfd; the child was
+ * killed and reaped) or -ESRCH (it exited at once and another thread
+ * reaped it). Thread-safe: yes, if p is not shared. */
 pid_t handoff__exec_start(struct handoff__exec *p);
 
 /* Async-signal-safe decimal formatting of v >= 0 into dst (at most 20

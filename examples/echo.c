@@ -630,6 +630,7 @@ int main(int argc, char **argv)
     S.migrate = migrate && !o.resume_window_usec;
     o.argv = argv;
     o.flags = S.migrate ? HANDOFF_MIGRATE : 0;
+    o.log = handoff_log_stderr; /* the library is silent without one */
     o.log_level = S.verbose ? HANDOFF_LOG_INFO : HANDOFF_LOG_WARNING;
     r = handoff_new(&o, &S.h);
     if (r < 0) {

@@ -250,6 +250,7 @@ int main(int argc, char **argv)
 
     /* First, before anything else starts a thread. */
     o.argv = argv;
+    o.log = handoff_log_stderr;
     o.log_level = S.verbose ? HANDOFF_LOG_INFO : HANDOFF_LOG_WARNING;
     r = handoff_new(&o, &S.h);
     if (r < 0) {

@@ -8,10 +8,29 @@
  * generation drains. It speaks systemd's socket-activation protocol
  * (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) and sd_notify without libsystemd.
  *
- * Conventions (the same for every call):
- *  - Fallible calls return 0 (or a meaningful non-negative value) on success
- *    and a negative errno value on failure. errno itself is not promised.
- *    handoff_errmsg() gives a sentence about the last failure of a handle.
+ * Errors: one rule for every call.
+ *  - Code branches on the return value: 0 (or a meaningful non-negative
+ *    value) on success, a negative errno value on failure. errno itself is
+ *    not promised.
+ *  - A person reads handoff_errmsg(): after a failed call on a handle,
+ *    handoff_errmsg(h) is a sentence naming what failed (the step, the
+ *    path); after a failed call that takes no handle (handoff_addr_parse(),
+ *    handoff_addr_format(), handoff_addr_from_fd(), handoff_pidfile_write()),
+ *    handoff_errmsg(NULL) is that sentence, kept per thread. Either stays
+ *    until the next failure (on h, or on the thread).
+ *  - What fails later, inside the event loop (a new generation that dies,
+ *    or is not ready in time), arrives as an event: ev.error is the
+ *    negative errno where there is one, ev.message the sentence.
+ *  - The log is for operators and never needed by code: the library is
+ *    silent unless handoff_options.log is set (handoff_log_stderr() is a
+ *    ready-made stderr logger). No failure of a call is reported only
+ *    there; the log adds what the library worked around (a malformed
+ *    inherited variable, an fd nobody claimed) and, at INFO, the steps of
+ *    upgrades and drains.
+ *  - handoff_addr_parse()'s errbuf parameter predates handoff_errmsg(NULL)
+ *    and still works; new code passes NULL.
+ *
+ * Other conventions:
  *  - A function never closes an fd it was given unless it says so; on
  *    failure the caller still owns everything it passed.
  *  - Handles are not thread-safe unless a function says "thread-safe: yes".
@@ -68,11 +87,18 @@ enum handoff_log_level {
     HANDOFF_LOG_DEBUG = 7
 };
 
-/* Receives one line of diagnostics (no trailing newline). The default
- * logger writes warnings and errors to stderr as "handoff[PID]: msg".
- * Called from handoff_* calls on the thread that made them, never from a
- * signal handler. */
+/* Receives one line of diagnostics (no trailing newline). Called from
+ * handoff_* calls on the thread that made them, never from a signal
+ * handler. Without one (handoff_options.log NULL) the library is silent,
+ * as sd-daemon-style libraries are. */
 typedef void (*handoff_log_fn)(void *userdata, int level, const char *msg);
+
+/* A ready-made handoff_log_fn: writes "handoff[PID]: msg\n" to stderr in
+ * one write() (lines longer than 1 KiB are cut). userdata and level are
+ * ignored; handoff_options.log_level still filters.
+ * `o.log = handoff_log_stderr;` gives what 0.1 printed by default.
+ * Thread-safe: yes. */
+HANDOFF_EXPORT void handoff_log_stderr(void *userdata, int level, const char *msg);
 
 /* Flags for handoff_options.flags. */
 enum handoff_flags {
@@ -132,7 +158,8 @@ typedef struct handoff_options {
      * HANDOFF_EVENT_RESUME; the application must then watch its
      * listeners again. Only set it if the application handles RESUME. */
     uint64_t resume_window_usec;
-    /* Diagnostics sink; NULL keeps the default (stderr, warnings+errors). */
+    /* Diagnostics sink. NULL (the default): silent. handoff_log_stderr
+     * writes lines to stderr. */
     handoff_log_fn log;
     void *log_userdata;
     /* Lowest level passed to the logger. Default HANDOFF_LOG_WARNING. */
@@ -185,7 +212,10 @@ HANDOFF_EXPORT int handoff_new(const handoff_options *opts, handoff_t **out);
 HANDOFF_EXPORT handoff_t *handoff_free(handoff_t *h);
 
 /* A sentence describing the last failure reported by a call on h; "" if
- * none. Owned by h, valid until the next call on h. Thread-safe: no. */
+ * none. Owned by h, valid until the next call on h. With h NULL: the
+ * sentence of the last failed call without a handle (handoff_addr_parse()
+ * and the like) on the calling thread, valid until the next such call on
+ * that thread. Thread-safe: no (yes with NULL). */
 HANDOFF_EXPORT const char *handoff_errmsg(const handoff_t *h);
 
 /* 1 if this process was started by a previous generation through
@@ -227,14 +257,15 @@ typedef struct handoff_addr {
 } handoff_addr;
 
 /* Parses an address spec (see above) into *out without any system call.
- * errbuf (may be NULL) receives a sentence on failure.
+ * On failure handoff_errmsg(NULL) is a sentence naming the problem; errbuf
+ * (the older way; may be NULL) receives the same sentence.
  * Returns 0 or -EINVAL. Thread-safe: yes. Async-signal-safe: no. */
 HANDOFF_EXPORT int handoff_addr_parse(const char *spec, handoff_addr *out,
                                       char *errbuf, size_t errlen);
 
 /* Formats addr as a spec that handoff_addr_parse() reads back.
- * Returns the length written (excluding NUL), or -ENOSPC/-EINVAL.
- * Thread-safe: yes. Async-signal-safe: no. */
+ * Returns the length written (excluding NUL), or -ENOSPC/-EINVAL
+ * (handoff_errmsg(NULL) says why). Thread-safe: yes. Async-signal-safe: no. */
 HANDOFF_EXPORT int handoff_addr_format(const handoff_addr *addr, char *buf,
                                        size_t len);
 
@@ -243,7 +274,7 @@ HANDOFF_EXPORT int handoff_addr_format(const handoff_addr *addr, char *buf,
  * handoff_addr_format() can print. Returns 0, -EBADF, -ENOTSOCK,
  * -EPROTOTYPE (a socket type handoff does not speak, such as a unix
  * datagram socket; *out still holds the address), -EAFNOSUPPORT, or
- * -EINVAL for a NULL out. Thread-safe: yes. */
+ * -EINVAL for a NULL out (handoff_errmsg(NULL) says why). Thread-safe: yes. */
 HANDOFF_EXPORT int handoff_addr_from_fd(int fd, handoff_addr *out);
 
 /* Flags for handoff_listen_options.flags. */
@@ -620,7 +651,8 @@ HANDOFF_EXPORT int handoff_adopt(handoff_t *h, handoff_adopted *out);
 HANDOFF_EXPORT int handoff_notify(handoff_t *h, const char *msg);
 
 /* Writes pid to path atomically: a temporary file in the same directory,
- * fsync, then rename(). Returns 0 or -errno. Thread-safe: yes. */
+ * fsync, then rename(). Returns 0 or -errno (handoff_errmsg(NULL) names
+ * the path). Thread-safe: yes. */
 HANDOFF_EXPORT int handoff_pidfile_write(const char *path, pid_t pid);
 
 #ifdef __cplusplus

@@ -3,6 +3,7 @@
  * system call, no allocation, so they are easy to fuzz (fuzz/fuzz-addr.c).
  */
 #include "handoff.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,11 +13,14 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+/* The sentence goes to handoff_errmsg(NULL) and, for callers of the
+ * older style, to errbuf. */
 static int addr_err(char *errbuf, size_t errlen, const char *spec,
                     const char *why)
 {
+    (void)handoff__fail(NULL, -EINVAL, "bad address \"%.200s\": %s", spec, why);
     if (errbuf && errlen)
-        (void)snprintf(errbuf, errlen, "bad address \"%.200s\": %s", spec, why);
+        (void)snprintf(errbuf, errlen, "%s", handoff_errmsg(NULL));
     return -EINVAL;
 }
 
@@ -169,7 +173,7 @@ int handoff_addr_parse(const char *spec, handoff_addr *out, char *errbuf,
     return 0;
 }
 
-int handoff_addr_format(const handoff_addr *a, char *buf, size_t len)
+static int addr_format(const handoff_addr *a, char *buf, size_t len)
 {
     char ip[INET6_ADDRSTRLEN];
     const char *scheme;
@@ -213,4 +217,14 @@ int handoff_addr_format(const handoff_addr *a, char *buf, size_t len)
     if ((size_t)n >= len)
         return -ENOSPC;
     return n;
+}
+
+int handoff_addr_format(const handoff_addr *a, char *buf, size_t len)
+{
+    int r = addr_format(a, buf, len);
+    if (r == -ENOSPC)
+        return handoff__fail(NULL, r, "address format: a buffer of %zu bytes is too small", len);
+    if (r < 0)
+        return handoff__fail(NULL, r, "address format: not a valid address");
+    return r;
 }

@@ -396,11 +396,19 @@ void handoff__regs_free(handoff_t *h, bool unlink_paths)
 
 int handoff_addr_from_fd(int fd, handoff_addr *out)
 {
+    int r;
+
     if (!out)
-        return -EINVAL;
+        return handoff__fail(NULL, -EINVAL, "address of fd %d: no output", fd);
     if (fd < 0) {
         memset(out, 0, sizeof *out);
-        return -EBADF;
+        r = -EBADF;
+    } else {
+        r = handoff__fd_addr(fd, out);
     }
-    return handoff__fd_addr(fd, out);
+    if (r == -EPROTOTYPE)
+        return handoff__fail(NULL, r, "fd %d: a socket type handoff does not speak", fd);
+    if (r < 0)
+        return handoff__fail(NULL, r, "address of fd %d: %s", fd, strerror(-r));
+    return r;
 }

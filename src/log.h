@@ -13,7 +13,8 @@
 /* Passes one line to the handle's logger if level is enabled. */
 void handoff__log(handoff_t *h, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Sets the handle's error message and returns err (a negative errno), for
+/* Sets the handle's error message (h NULL: the calling thread's, for the
+ * calls without a handle) and returns err (a negative errno), for
  * `return handoff__fail(h, -EINVAL, "...")`. */
 int handoff__fail(handoff_t *h, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int handoff_pidfile_write(const char *path, pid_t pid)
+static int pidfile_write(const char *path, pid_t pid)
 {
     char tmp[4096], buf[32];
     int fd, n, r = 0;
@@ -42,6 +42,16 @@ int handoff_pidfile_write(const char *path, pid_t pid)
         r = -errno;
     if (r < 0)
         (void)unlink(tmp);
+    return r;
+}
+
+int handoff_pidfile_write(const char *path, pid_t pid)
+{
+    int r = pidfile_write(path, pid);
+    if (r == -EINVAL)
+        return handoff__fail(NULL, r, "pid file: %s", path && *path ? "pid must be > 0" : "no path");
+    if (r < 0)
+        return handoff__fail(NULL, r, "pid file %s: %s", path, strerror(-r));
     return r;
 }
 

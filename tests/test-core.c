@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,6 +301,90 @@ static void c_inherit_foreign(void)
     handoff_free(h);
 }
 static void test_inherit_foreign(void **s) { (void)s; in_child(c_inherit_foreign); }
+
+/* ---- logging: silent without a log function (issue 9) ---- */
+
+/* Runs a handle that has something to warn about (a garbage LISTEN_FDS)
+ * with stderr on a pipe; returns what reached stderr. */
+static void warn_once(handoff_log_fn fn, char *out, size_t len)
+{
+    int pp[2], saved = dup(2);
+    handoff_options o = HANDOFF_OPTIONS_INIT;
+    char pid[16];
+    CHECK(saved >= 0 && pipe2(pp, O_CLOEXEC) == 0 && dup2(pp[1], 2) == 2);
+    close(pp[1]);
+    snprintf(pid, sizeof pid, "%d", getpid());
+    setenv("LISTEN_PID", pid, 1);
+    setenv("LISTEN_FDS", "garbage", 1);
+    o.log = fn;
+    handoff_t *h = mk(&o);
+    CHECK(handoff_upgrade(h) == -EAGAIN); /* a failure: errmsg, DEBUG only */
+    handoff_free(h);
+    CHECK(dup2(saved, 2) == 2);
+    close(saved);
+    ssize_t n = read(pp[0], out, len - 1);
+    out[n > 0 ? n : 0] = '\0';
+    close(pp[0]);
+}
+
+static void c_log_default_silent(void)
+{
+    char out[2048], want[64];
+    warn_once(NULL, out, sizeof out);
+    if (out[0]) {
+        fprintf(stderr, "unexpected output: %s\n", out);
+        _exit(1);
+    }
+    /* The ready-made logger: one line per message, as 0.1's default. */
+    warn_once(handoff_log_stderr, out, sizeof out);
+    snprintf(want, sizeof want, "handoff[%d]: ", getpid());
+    fprintf(stderr, "with handoff_log_stderr: %s", out);
+    CHECK(strncmp(out, want, strlen(want)) == 0);
+    CHECK(strstr(out, "LISTEN_FDS") != NULL);
+    CHECK(out[strlen(out) - 1] == '\n');
+    CHECK(strstr(out, "handoff_ready") == NULL); /* below the default level */
+}
+static void test_log_default_silent(void **s) { (void)s; in_child(c_log_default_silent); }
+
+/* ---- calls without a handle: handoff_errmsg(NULL), per thread ---- */
+static void *other_thread(void *arg)
+{
+    handoff_addr a;
+    (void)arg;
+    CHECK(strcmp(handoff_errmsg(NULL), "") == 0); /* not the main thread's */
+    CHECK(handoff_addr_parse("unix:", &a, NULL, 0) == -EINVAL);
+    CHECK(strstr(handoff_errmsg(NULL), "empty unix socket path") != NULL);
+    return NULL;
+}
+
+static void c_errmsg_no_handle(void)
+{
+    handoff_addr a;
+    char eb[128], buf[8];
+    pthread_t t;
+    CHECK(strcmp(handoff_errmsg(NULL), "") == 0);
+    CHECK(handoff_addr_parse("nonsense", &a, NULL, 0) == -EINVAL);
+    CHECK(strstr(handoff_errmsg(NULL), "bad address \"nonsense\"") != NULL);
+    /* The older errbuf gets the same sentence. */
+    CHECK(handoff_addr_parse("nonsense", &a, eb, sizeof eb) == -EINVAL);
+    CHECK(strcmp(eb, handoff_errmsg(NULL)) == 0);
+    CHECK(pthread_create(&t, NULL, other_thread, NULL) == 0 && pthread_join(t, NULL) == 0);
+    CHECK(strstr(handoff_errmsg(NULL), "nonsense") != NULL); /* ours is kept */
+    CHECK(handoff_addr_parse("127.0.0.1:80", &a, NULL, 0) == 0);
+    CHECK(handoff_addr_format(&a, buf, sizeof buf) == -ENOSPC);
+    CHECK(strstr(handoff_errmsg(NULL), "too small") != NULL);
+    CHECK(handoff_addr_from_fd(-1, &a) == -EBADF);
+    CHECK(strstr(handoff_errmsg(NULL), "fd -1") != NULL);
+    CHECK(handoff_pidfile_write("/nonexistent-dir/x.pid", 1) == -ENOENT);
+    CHECK(strstr(handoff_errmsg(NULL), "/nonexistent-dir/x.pid") != NULL);
+    /* A handle's own failures stay on the handle. */
+    handoff_t *h = mk(NULL);
+    CHECK(handoff_upgrade(h) == -EAGAIN);
+    CHECK(strstr(handoff_errmsg(h), "handoff_ready") != NULL);
+    CHECK(strstr(handoff_errmsg(NULL), "/nonexistent-dir/x.pid") != NULL);
+    handoff_free(h);
+}
+static void test_errmsg_no_handle(void **s) { (void)s; in_child(c_errmsg_no_handle); }
 
 /* A supervisor (handoff run) passes its own generation number without a
  * handshake: the number is reported, but the process is not part of a
@@ -607,6 +692,7 @@ int main(void)
         cmocka_unit_test(test_term_graceful_only),
         cmocka_unit_test(test_notify_pidfile), cmocka_unit_test(test_no_signals),
         cmocka_unit_test(test_pidfile_planted), cmocka_unit_test(test_signal_64),
+        cmocka_unit_test(test_log_default_silent), cmocka_unit_test(test_errmsg_no_handle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

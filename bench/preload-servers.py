@@ -13,7 +13,8 @@ the same servers without handoff:
      native   the server's own reload, where it has one: nginx SIGHUP,
               lighttpd SIGUSR1 (graceful restart); Redis and the Python
               app have none
-   Counted: refused connections and other probe failures by kind, wrk's
+   Counted: refused connections and other probe failures by kind, the
+   probe's latency (a connection waiting in the listen queue), wrk's
    socket errors (connect = refused, read = a kept-alive connection
    closed under a request), slow requests lost, the restart's duration.
 2. Throughput at steady state: the server started directly and under
@@ -160,7 +161,14 @@ def restarts(inst, mode, n, pause=0.4):
     slow, threads, times, errors = [], [], [], []
     wrk = wrk_start(inst.srv.url, int(n * (pause + 3) + 30), connections=8) if inst.srv.url else None
     bench = servers.redis_benchmark(inst.port, 0) if inst.name == "redis" else None
-    with Probe(inst.srv.probe) as probe:
+    took, lock = [], threading.Lock()
+
+    def timed():
+        t0 = time.monotonic()
+        inst.srv.probe()
+        with lock:
+            took.append(time.monotonic() - t0)
+    with Probe(timed) as probe:
         time.sleep(1)
         for _ in range(n):
             if inst.srv.slow:
@@ -177,7 +185,7 @@ def restarts(inst, mode, n, pause=0.4):
         t.join(15)
     r = {"server": inst.name, "mode": mode, "restarts": len(times), "errors": errors,
          "probe_ok": probe.ok, "probe_failures": len(probe.failures), "probe_kinds": probe.kinds(),
-         "slow_ok": slow.count("ok"), "slow_total": len(slow),
+         "slow_ok": slow.count("ok"), "slow_total": len(slow), "probe_ms": percentiles(took),
          "restart_ms_median": round(statistics.median(times), 1) if times else None}
     if wrk:
         w = wrk_stop(wrk)
@@ -200,6 +208,15 @@ def tree_cpu(pid):
         except (OSError, IndexError, ValueError):
             pass
     return total
+
+
+def percentiles(xs):
+    """p50, p99 and the maximum of xs (seconds), in ms."""
+    if not xs:
+        return None
+    xs = sorted(xs)
+    return {"p50": round(xs[len(xs) // 2] * 1000, 1), "p99": round(xs[min(len(xs) - 1, len(xs) * 99 // 100)] * 1000, 1),
+            "max": round(xs[-1] * 1000, 1)}
 
 
 def rate(inst, args):
@@ -258,8 +275,9 @@ def fmt_restart(r):
     if "redis_benchmark" in r:
         b = r["redis_benchmark"]
         wtxt = "redis-benchmark -k 0: %d/%d runs failed" % (b["failed_runs"], b["runs"])
-    return ("%-10s %-8s restarts %2d  probe ok %5d failed %4d (%s)  slow %d/%d  %s  restart %s ms%s" %
-            (r["server"], r["mode"], r["restarts"], r["probe_ok"], r["probe_failures"], kinds, r["slow_ok"],
+    lat = r["probe_ms"] and "p50 %(p50)s p99 %(p99)s max %(max)s ms" % r["probe_ms"]
+    return ("%-10s %-8s restarts %2d  probe ok %5d failed %4d (%s), %s  slow %d/%d  %s  restart %s ms%s" %
+            (r["server"], r["mode"], r["restarts"], r["probe_ok"], r["probe_failures"], kinds, lat, r["slow_ok"],
              r["slow_total"], wtxt, r["restart_ms_median"], ("  ERROR " + r["errors"][0]) if r["errors"] else ""))
 
 

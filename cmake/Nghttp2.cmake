@@ -14,7 +14,10 @@
 #
 # Without them (a vanilla 1.52) the module builds and applies equivalent
 # limits of its own. -DHANDOFF_NGHTTP2_IGNORE_BACKPORTS=ON pretends they are
-# absent, so that the fallback can be built and tested on Debian too.
+# absent, so that the fallback can be built and tested on Debian too; the
+# library's own limits are then turned off where it has them
+# (HANDOFF_NGHTTP2_DISABLE_BACKPORTS), so that the tests exercise the
+# module's.
 
 option(HANDOFF_NGHTTP2_IGNORE_BACKPORTS
   "Build as against a vanilla libnghttp2 1.52 (use the module's own limits)" OFF)
@@ -64,6 +67,10 @@ if(HANDOFF_NGHTTP2_HAS_MAX_CONTINUATIONS AND NOT HANDOFF_NGHTTP2_IGNORE_BACKPORT
   target_compile_definitions(handoff_nghttp2 INTERFACE
     HANDOFF_HAVE_NGHTTP2_MAX_CONTINUATIONS=1)
   list(APPEND _found max_continuations)
+endif()
+if(HANDOFF_NGHTTP2_IGNORE_BACKPORTS AND HANDOFF_NGHTTP2_HAS_RESET_RATE_LIMIT AND
+   HANDOFF_NGHTTP2_HAS_MAX_CONTINUATIONS)
+  target_compile_definitions(handoff_nghttp2 INTERFACE HANDOFF_NGHTTP2_DISABLE_BACKPORTS=1)
 endif()
 if(_found)
   string(REPLACE ";" ", " _found "${_found}")

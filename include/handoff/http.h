@@ -1,5 +1,6 @@
 /*
- * handoff/http.h - an HTTP/1.1 server with zero-downtime restarts.
+ * handoff/http.h - an HTTP/1.1 and HTTP/2 server with zero-downtime
+ * restarts.
  *
  * libhandoff-http is built on libhandoff (handoff.h). It has two layers:
  *
@@ -23,6 +24,31 @@
  * may complete its response later, from a timer (handoff_http_response_
  * defer()) or from any other thread, so a slow request never stalls the
  * other connections of its worker.
+ *
+ * HTTP/2 (RFC 9113, through libnghttp2) is one option away: with
+ * handoff_http_options.http2 set, TLS listeners offer "h2" by ALPN (with
+ * "http/1.1" as the fallback), and a cleartext listener may also take
+ * HTTP/2 with prior knowledge (h2c; handoff_http_server_listener_flags()).
+ * Each stream is a request and its response, handed to the same handler
+ * through the same calls. What differs for a handler:
+ *  - the streams of a connection are independent: holding one response
+ *    does not hold up the others (HTTP/1.1 pipelining waits);
+ *  - request fields: http_version is 20, minor_version 1, keep_alive 1;
+ *    target is :path; the pseudo-header fields are not in the header list;
+ *    names are lowercase; :authority becomes a "host" field (first) when
+ *    there is none; several "cookie" fields are joined with "; " in the
+ *    first one's place; the other fields keep their order;
+ *  - no connection-specific field is sent: Connection, Keep-Alive,
+ *    Proxy-Connection, Transfer-Encoding and Upgrade are dropped from a
+ *    response; "Connection: close" makes the connection go away
+ *    gracefully (GOAWAY) instead; names are sent lowercase;
+ *  - trailers: a request's trailer section is checked and dropped (as
+ *    HTTP/1.1's chunked trailers are); responses carry none;
+ *  - handoff_http_response_hijack() returns -ENOTSUP; CONNECT gets 501.
+ * Malformed requests (RFC 9113 8.1.1) are reset before the handler; the
+ * drain sends GOAWAY twice (RFC 9113 6.8: a notice, then, one PING round
+ * trip later, the last stream processed) and lets streams in flight end.
+ * handoff_http(3) has the details, the limits and the protections.
  *
  * Conventions are those of handoff.h: fallible calls return 0 (or a
  * non-negative value) or a negative errno value, and a call on a server
@@ -74,6 +100,8 @@ typedef struct handoff_http_request {
     const struct sockaddr *peer; /* the client's address */
     socklen_t peer_len;
     const void *internal_;     /* private */
+    int http_version;          /* 10, 11, or 20 for HTTP/2 (minor_version
+                                  is then 1) */
 } handoff_http_request;
 
 /* Returns the value of the first header named name (ASCII case-
@@ -136,11 +164,16 @@ HANDOFF_EXPORT int handoff_http_response_body(handoff_http_response *res,
 
 /* Streams: the first call sends the status line and headers with
  * "Transfer-Encoding: chunked" (for an HTTP/1.0 client: no framing, and
- * the connection closes after the response); each call sends data as one
- * chunk (len 0 sends nothing). The data is copied. Output is queued
- * without limit: a producer that may outrun a slow client should pace
- * itself. Returns 0, -ENOMEM, -EALREADY if a buffered body was set, or
- * -EPIPE when the connection is closed (stop producing; end res). */
+ * the connection closes after the response; over HTTP/2, DATA frames
+ * within the client's flow-control windows); each call sends data as one
+ * chunk (len 0 sends nothing). The data is copied. What is queued and not
+ * yet written to the connection is bounded by stream_buffer_bytes (see
+ * handoff_http_options): beyond it the call queues nothing and returns
+ * -EAGAIN, and handoff_http_response_on_writable() says when to go on (a
+ * single call may exceed the bound when nothing is queued). Returns 0,
+ * -EAGAIN, -ENOMEM, -EALREADY if a buffered body was set, or -EPIPE when
+ * the connection (or the HTTP/2 stream) is closed (stop producing; end
+ * res). */
 HANDOFF_EXPORT int handoff_http_response_write(handoff_http_response *res,
                                                const void *data, size_t len);
 
@@ -177,6 +210,20 @@ HANDOFF_EXPORT int handoff_http_response_defer(handoff_http_response *res,
                                                uint64_t delay_usec,
                                                handoff_http_defer_fn fn,
                                                void *arg);
+
+/* Runs fn(res, arg) once, on the worker thread that owns res's connection,
+ * when the stream data queued for res has fallen to half of
+ * stream_buffer_bytes (at the next turn of the worker if it already has),
+ * or when the client has gone (handoff_http_response_write() then returns
+ * -EPIPE: end res). Meant for a producer that got -EAGAIN; fn usually
+ * writes more (and calls this again) or ends res. A later call replaces
+ * an earlier one not yet run; after handoff_http_response_end() fn is
+ * never run. May be called by the owner of res from any thread.
+ * Returns 0, -EINVAL, or -ECANCELED once the server is stopping (end res
+ * instead). */
+HANDOFF_EXPORT int handoff_http_response_on_writable(handoff_http_response *res,
+                                                     handoff_http_defer_fn fn,
+                                                     void *arg);
 
 /* A connection taken over by the application (WebSocket and the like). */
 typedef struct handoff_http_hijack {
@@ -220,6 +267,9 @@ typedef struct handoff_http_listen_spec {
     const char *addr;          /* an address spec as handoff_listen() takes */
     const char *tls_cert_file; /* PEM certificate chain; NULL: plain HTTP */
     const char *tls_key_file;  /* PEM private key (with tls_cert_file) */
+    int h2c;                   /* cleartext only: also serve HTTP/2 with
+                                  prior knowledge (see
+                                  handoff_http_server_listener_flags()) */
 } handoff_http_listen_spec;
 
 /* Options of one server (handoff_http_server_new(), and each site of
@@ -266,6 +316,25 @@ typedef struct handoff_http_options {
     /* Called (on the thread that calls handoff_http_server_drain()) when the
      * server starts draining, e.g. to close hijacked connections. */
     void (*on_drain)(handoff_http_server *srv, void *userdata);
+
+    /* HTTP/2 (RFC 9113). Non-zero: TLS listeners offer "h2" by ALPN
+     * before "http/1.1". Cleartext HTTP/2 is a per-listener choice
+     * (h2c). Default 0: HTTP/1.1 only. */
+    int http2;
+    /* SETTINGS_MAX_CONCURRENT_STREAMS. Default 100. */
+    uint32_t http2_max_concurrent_streams;
+    /* SETTINGS_INITIAL_WINDOW_SIZE: how much of a request body a client
+     * may send on a stream before we ask for more. Default 65535. */
+    uint32_t http2_initial_window;
+    /* SETTINGS_MAX_FRAME_SIZE we accept, 16384..16777215. Default 16384. */
+    uint32_t http2_max_frame_size;
+
+    /* Streamed responses (handoff_http_response_write()), both protocols:
+     * the most data queued per response and not yet written to the
+     * connection; a client that reads slowly (or, over HTTP/2, keeps its
+     * flow-control window shut) then costs at most this much memory per
+     * response. Default 1 MiB. */
+    size_t stream_buffer_bytes;
 } handoff_http_options;
 
 #define HANDOFF_HTTP_OPTIONS_INIT {0}
@@ -394,6 +463,18 @@ HANDOFF_EXPORT int handoff_http_server_listen(handoff_http_server *srv,
                                               const char *spec,
                                               const char *cert_file,
                                               const char *key_file);
+
+/* Flags for handoff_http_server_listener_flags(). */
+#define HANDOFF_HTTP_H2C 1u /* HTTP/2 with prior knowledge (cleartext) */
+
+/* Sets flags on listener fd (added with add_listener or listen) before
+ * the server starts. HANDOFF_HTTP_H2C: a client that opens with the HTTP/2
+ * preface speaks HTTP/2, any other HTTP/1.1, on the same cleartext
+ * listener ("Upgrade: h2c" is not supported). Returns 0, -EINVAL (unknown
+ * flags, or H2C on a TLS listener, where ALPN decides), -ENOENT (no such
+ * listener) or -EBUSY (started). */
+HANDOFF_EXPORT int handoff_http_server_listener_flags(handoff_http_server *srv,
+                                                      int fd, unsigned flags);
 
 /* Starts the worker threads (which block every signal). Returns 0,
  * -EALREADY, or -errno from pthread_create/epoll_create1/eventfd (then no

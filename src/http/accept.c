@@ -24,11 +24,14 @@
 void hs_accept_start(struct hs_worker *w, struct hs_listener *l, int fd,
                      const struct sockaddr *peer, socklen_t peer_len)
 {
-    if (!hs_conn_new(w, fd, peer, peer_len, l->ctx, &hs_h1_proto)) {
+    struct hs_conn *c = hs_conn_new(w, fd, peer, peer_len, l->ctx, &hs_h1_proto);
+    if (!c) {
         (void)close(fd);
         hs_count_end(w->counter);
         atomic_fetch_sub(&w->load, 1);
+        return;
     }
+    c->h2c = l->h2c; /* HTTP/1.1 hands it to HTTP/2 on the preface */
 }
 
 /* The worker with the fewest connections, charged with one more. With

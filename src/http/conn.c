@@ -115,6 +115,9 @@ void hs_conn_close(struct hs_conn *c)
     atomic_store(&c->gone, true);
     if (hs_conn_proto(c)->closed(c)) {
         c->state = HS_C_DEAD;
+        /* A producer waiting for handoff_http_response_on_writable()
+         * learns that the client is gone when the protocol pumps. */
+        hs_ready_push(c->w, &c->h);
         return;
     }
     hs_conn_gone(c);

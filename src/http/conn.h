@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 
 struct hs_conn;
+struct handoff_http_response;
 
 /* The open connections of a server and the core's count of them
  * (handoff_conn_begin/end, so that the core's drain waits for them). */
@@ -53,6 +54,11 @@ struct hs_proto {
     bool (*closed)(struct hs_conn *c);
     /* c is being freed: free what the protocol holds for it. */
     void (*release)(struct hs_conn *c);
+    /* May be NULL. The application changed res (a write, the end, an
+     * on_writable request), on any thread, with w->mu held; its connection
+     * is queued or made ready right after. For a protocol with several
+     * responses per connection (HTTP/2), to note which one. */
+    void (*changed_locked)(struct handoff_http_response *res);
 };
 
 enum hs_cstate {
@@ -86,6 +92,8 @@ struct hs_conn {
     bool tls_want_write : 1; /* an SSL_read/handshake needs the socket writable */
     bool close_after : 1;    /* the protocol closes once its output is out */
     bool counted : 1;        /* counts in the server's hs_counter */
+    bool h2c : 1;            /* on an h2c listener: HTTP/1.1 looks for the
+                                HTTP/2 preface first (h1.c) */
     unsigned nreq;       /* requests dispatched */
     unsigned tnreq;      /* nreq when the timer was last set (the protocol's) */
     struct hs_worker *w;

@@ -9,7 +9,9 @@
  */
 #include "h1.h"
 
+#include "h2.h"
 #include "server.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -161,6 +163,7 @@ static void fill_request(struct hs_conn *c)
         r->path = (handoff_http_str){h->path.p, h->path.len};
     r->query = (handoff_http_str){h->query.p, h->query.len};
     r->minor_version = h->minor_version;
+    r->http_version = 10 + h->minor_version;
     r->keep_alive = h->keep_alive;
     r->upgrade = h->upgrade;
     r->tls = c->ssl != NULL;
@@ -198,12 +201,23 @@ static void finish(struct hs_conn *c)
     c->pstate = c->close_after ? HS_H1_CLOSING : HS_H1_HEAD;
 }
 
+/* A streamed response waiting for room (on_writable): how much of it is
+ * still unsent. (Its a_* fields may be another thread's: not read here.) */
+static void writable(struct hs_conn *c)
+{
+    struct hs_h1_blk *b = c->p;
+    if (b && b->hdrs_out)
+        hs_res_writable(&b->res, pending_out(c), b->res.async);
+}
+
 /* Composes what the application has produced; finishes the exchange when
  * the response has ended. */
 static void pump(struct hs_conn *c)
 {
     if (hs_h1_pump(c))
         finish(c);
+    else
+        writable(c);
 }
 
 /* Hands a complete request to the handler. Returns 1. */
@@ -234,6 +248,24 @@ static int dispatch(struct hs_conn *c)
     return 1;
 }
 
+/* Hands the connection to HTTP/2 with the bytes read so far (the client
+ * preface on an h2c listener, and what followed it). */
+static void h2_switch(struct hs_conn *c)
+{
+    struct hs_h1_blk *b = c->p;
+    size_t n = b->rlen - b->rstart;
+    char *copy = malloc(n);
+    if (!copy) {
+        hs_conn_close(c);
+        return;
+    }
+    memcpy(copy, b->rbuf + b->rstart, n);
+    b->rstart = b->rlen = 0;
+    blk_release(c);
+    (void)hs_h2_start(c, copy, n);
+    free(copy);
+}
+
 /* Parses and answers what the buffer holds. Returns 1 when something
  * happened (a request was dispatched, an error answered), 0 when more
  * input is needed. */
@@ -247,6 +279,17 @@ static int process(struct hs_conn *c)
         size_t avail = b->rlen - b->rstart;
         if (avail == 0)
             return 0;
+        if (c->h2c && c->nreq == 0 && b->rstart == 0) {
+            /* Prior-knowledge HTTP/2 next to HTTP/1.1: the client preface
+             * decides (no HTTP/1.1 request starts with it). */
+            size_t n = avail < HS_H2_PREFACE_LEN ? avail : HS_H2_PREFACE_LEN;
+            if (memcmp(b->rbuf, HS_H2_PREFACE, n) == 0) {
+                if (avail < HS_H2_PREFACE_LEN)
+                    return 0;
+                h2_switch(c);
+                return 1;
+            }
+        }
         int r = hh_parse_request(b->rbuf + b->rstart, avail, &b->hreq, b->hh, HS_MAX_HEADERS,
                                  &srv->limits);
         if (r == HH_INCOMPLETE)
@@ -360,8 +403,8 @@ static void drive(struct hs_conn *c)
             if (pending_out(c) >= HS_OUT_HIGH)
                 goto flush;
             if (process(c)) {
-                if (c->state != HS_C_OPEN)
-                    return;
+                if (c->state != HS_C_OPEN || c->h.ops != &hs_h1_proto.h)
+                    return; /* closed, or HTTP/2's now (h2_switch()) */
                 if (--budget == 0 || handoff_now_usec() - start >= HS_SLICE_USEC) {
                     hs_ready_push(c->w, &c->h); /* let other connections in */
                     goto flush;
@@ -406,6 +449,8 @@ static void drive(struct hs_conn *c)
                 hs_conn_close(c);
                 return;
             }
+            if (c->pstate == HS_H1_APP)
+                writable(c);
             if (f == 0)
                 break;
             /* Everything went out; there may be more to do. */
@@ -432,6 +477,10 @@ static void h1_io(struct hs_handle *h, uint32_t events)
     struct hs_conn *c = hs_conn_of(h);
     if (hs_conn_begin(c, events))
         return;
+    if (c->ssl && c->nreq == 0 && hs_tls_alpn_h2(c->ssl)) {
+        (void)hs_h2_start(c, NULL, 0); /* ALPN chose HTTP/2 */
+        return;
+    }
     drive(c);
 }
 
@@ -529,10 +578,12 @@ int handoff_http_response_hijack(handoff_http_response *res, handoff_http_hijack
     if (!res || !out)
         return -EINVAL;
     struct hs_conn *c = res->c;
+    if (hs_conn_proto(c) != &hs_h1_proto)
+        return -ENOTSUP; /* HTTP/2: the streams share the connection */
     if (hs_current != c->w || !res->in_handler || c->state != HS_C_OPEN ||
         c->pstate != HS_H1_APP)
         return -EPERM;
-    if (c->ssl || hs_conn_proto(c) != &hs_h1_proto)
+    if (c->ssl)
         return -ENOTSUP;
     if (res->a_streaming)
         return -EALREADY;

@@ -30,6 +30,10 @@ void hs_res_reset(handoff_http_response *res)
     res->a_hdrs.len = 0;
     res->a_body.len = 0;
     res->in_handler = res->owner_ended = res->async = false;
+    res->a_wfn = NULL;
+    res->a_warg = NULL;
+    atomic_store_explicit(&res->stream_gone, false, memory_order_relaxed);
+    atomic_store_explicit(&res->unsent, 0, memory_order_relaxed);
 }
 
 void hs_res_trim(handoff_http_response *res, size_t keep)
@@ -70,12 +74,77 @@ void hs_res_run(handoff_http_response *res, const handoff_http_request *req)
         res->async = true;
 }
 
+static bool res_gone(const handoff_http_response *res)
+{
+    return atomic_load_explicit(&res->c->gone, memory_order_relaxed) ||
+           atomic_load_explicit(&res->stream_gone, memory_order_relaxed);
+}
+
+void hs_res_writable(handoff_http_response *res, size_t unsent, bool locked)
+{
+    struct hs_worker *w = res->c->w;
+    atomic_store_explicit(&res->unsent, unsent, memory_order_relaxed);
+    if (locked)
+        pthread_mutex_lock(&w->mu);
+    handoff_http_defer_fn fn = res->a_wfn;
+    void *arg = res->a_warg;
+    if (res->a_ended)
+        res->a_wfn = fn = NULL;
+    else if (fn && (res_gone(res) ||
+                    res->a_body.len + unsent <= hs_server_of(w)->o.stream_buffer_bytes / 2))
+        res->a_wfn = NULL;
+    else
+        fn = NULL;
+    if (locked)
+        pthread_mutex_unlock(&w->mu);
+    if (fn)
+        fn(res, arg);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Public API                                                               */
 
 static bool on_owner(const handoff_http_response *res)
 {
     return hs_current == res->c->w;
+}
+
+/* The application changed res on the worker thread: its connection gets
+ * a turn (after the handler, which is followed by one anyway). */
+static void changed_owner(handoff_http_response *res)
+{
+    if (res->in_handler)
+        return;
+    struct hs_conn *c = res->c;
+    const struct hs_proto *p = hs_conn_proto(c);
+    if (p->changed_locked) {
+        pthread_mutex_lock(&c->w->mu);
+        p->changed_locked(res);
+        pthread_mutex_unlock(&c->w->mu);
+    }
+    hs_ready_push(c->w, &c->h);
+}
+
+/* The same from another thread, with w->mu held. Returns true when the
+ * worker must be woken. */
+static bool changed_locked(handoff_http_response *res)
+{
+    struct hs_conn *c = res->c;
+    const struct hs_proto *p = hs_conn_proto(c);
+    if (p->changed_locked)
+        p->changed_locked(res);
+    return hs_enqueue_locked(c->w, &c->h);
+}
+
+/* Whether len more bytes would take res's queued stream data over the
+ * limit. One write may go over when nothing is queued, so that a producer
+ * of large pieces is not stuck. Called by the owner, with w->mu if not on
+ * the worker. */
+static bool over_limit(const handoff_http_response *res, size_t len)
+{
+    size_t queued = res->a_body.len + atomic_load_explicit(&res->unsent, memory_order_relaxed);
+    size_t limit = hs_server_of(res->c->w)->o.stream_buffer_bytes;
+    return queued && (queued >= limit || len > limit - queued);
 }
 
 /* Appends without checking room: the caller reserved it. */
@@ -177,16 +246,17 @@ int handoff_http_response_write(handoff_http_response *res, const void *data, si
     if (!res || (!data && len))
         return -EINVAL;
     struct hs_conn *c = res->c;
-    if (atomic_load_explicit(&c->gone, memory_order_relaxed))
+    if (res_gone(res))
         return -EPIPE; /* tell a producer that nobody listens any more */
     if (on_owner(res)) {
         if (!res->a_streaming && res->a_body.len)
             return -EALREADY;
+        if (res->a_streaming && over_limit(res, len))
+            return -EAGAIN; /* wait for handoff_http_response_on_writable() */
         res->a_streaming = 1;
         if (hs_buf_append(&res->a_body, data, len) < 0)
             return -ENOMEM;
-        if (!res->in_handler)
-            hs_ready_push(c->w, &c->h);
+        changed_owner(res);
         return 0;
     }
     struct hs_worker *w = c->w;
@@ -195,11 +265,13 @@ int handoff_http_response_write(handoff_http_response *res, const void *data, si
     pthread_mutex_lock(&w->mu);
     if (!res->a_streaming && res->a_body.len) {
         r = -EALREADY;
+    } else if (res->a_streaming && over_limit(res, len)) {
+        r = -EAGAIN;
     } else {
         res->a_streaming = 1;
         r = hs_buf_append(&res->a_body, data, len);
         if (r == 0)
-            wake = hs_enqueue_locked(w, &c->h);
+            wake = changed_locked(res);
     }
     pthread_mutex_unlock(&w->mu);
     if (wake)
@@ -215,15 +287,41 @@ int handoff_http_response_end(handoff_http_response *res)
     if (on_owner(res)) {
         res->a_ended = 1;
         res->owner_ended = true;
-        if (!res->in_handler)
-            hs_ready_push(c->w, &c->h);
+        changed_owner(res);
         return 0;
     }
     /* After the unlock the worker may finish and free c: only w is used. */
     struct hs_worker *w = c->w;
     pthread_mutex_lock(&w->mu);
     res->a_ended = 1;
-    bool wake = hs_enqueue_locked(w, &c->h);
+    bool wake = changed_locked(res);
+    pthread_mutex_unlock(&w->mu);
+    if (wake)
+        hs_wake(w);
+    return 0;
+}
+
+int handoff_http_response_on_writable(handoff_http_response *res, handoff_http_defer_fn fn,
+                                      void *arg)
+{
+    if (!res || !fn)
+        return -EINVAL;
+    struct hs_conn *c = res->c;
+    struct hs_worker *w = c->w;
+    if (on_owner(res)) {
+        if (w->finishing)
+            return -ECANCELED;
+        res->a_wfn = fn;
+        res->a_warg = arg;
+        changed_owner(res); /* the worker checks when it pumps */
+        return 0;
+    }
+    if (atomic_load(&hs_server_of(w)->stopping))
+        return -ECANCELED; /* nobody would run fn */
+    pthread_mutex_lock(&w->mu);
+    res->a_wfn = fn;
+    res->a_warg = arg;
+    bool wake = changed_locked(res);
     pthread_mutex_unlock(&w->mu);
     if (wake)
         hs_wake(w);

@@ -24,7 +24,9 @@
 #include "conn.h"
 #include "handoff/http.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct handoff_http_response {
     struct hs_conn *c;
@@ -40,10 +42,18 @@ struct handoff_http_response {
     int a_oom;           /* an allocation failed: answer 500 */
     hs_buf a_hdrs;       /* "Name: value\r\n" lines */
     hs_buf a_body;       /* buffered body, or stream data not yet taken */
+    handoff_http_defer_fn a_wfn; /* on_writable's callback and argument */
+    void *a_warg;
     /* The worker's. */
     bool in_handler;     /* the handler is running */
     bool owner_ended;    /* ended on the worker thread (no lock needed) */
     bool async;          /* the handler returned before ending */
+    /* The protocol's stream was closed while the application holds res
+     * (HTTP/2: reset): write() says -EPIPE, as for a closed connection. */
+    atomic_bool stream_gone;
+    /* Stream data the protocol has taken but not yet written (written by
+     * the worker; read by write() to bound what is queued). */
+    atomic_size_t unsent;
 };
 
 /* Ties res to its connection, protocol object and request. */
@@ -60,5 +70,12 @@ void hs_res_free(handoff_http_response *res);
  * path itself), then notes whether the response was ended on this thread
  * (otherwise res->async: another thread may own it now). */
 void hs_res_run(handoff_http_response *res, const handoff_http_request *req);
+
+/* The protocol took res's stream data and unsent bytes of it are not
+ * written yet: runs the application's on_writable callback when the data
+ * queued for res fell to half of stream_buffer_bytes, or the client has
+ * gone (write() then says -EPIPE). Never after the end. locked: res may be
+ * owned by another thread (w->mu is taken). */
+void hs_res_writable(handoff_http_response *res, size_t unsent, bool locked);
 
 #endif

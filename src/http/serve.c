@@ -127,6 +127,8 @@ static int setup(handoff_t *h, const handoff_http_site *sites, size_t n,
             const handoff_http_listen_spec *ls = &sites[i].listen[k];
             r = handoff_http_server_listen(srv[i], ls->addr, ls->tls_cert_file,
                                            ls->tls_key_file);
+            if (r >= 0 && ls->h2c && !ls->tls_cert_file)
+                r = handoff_http_server_listener_flags(srv[i], r, HANDOFF_HTTP_H2C);
             if (r < 0) {
                 say(lg, HANDOFF_LOG_ERR, "listen %s: %s", ls->addr ? ls->addr : "(null)",
                     handoff_http_server_errmsg(srv[i]));

@@ -7,6 +7,7 @@
 
 #include "accept.h"
 #include "h1.h"
+#include "h2.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -27,6 +28,7 @@
 #define DEFAULT_MAX_HEADER 8192
 #define DEFAULT_MAX_BODY ((uint64_t)1 << 20)
 #define DEFAULT_MAX_KEEPALIVE 10000
+#define DEFAULT_STREAM_BUFFER ((size_t)1 << 20)
 
 static int fail(handoff_http_server *srv, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -63,6 +65,7 @@ static void apply_drain(struct hs_worker *w)
          * been acknowledged yet. */
         hs_accept_sweep(w);
         w->accept_paused = false;
+        hs_h2_drain_worker(w); /* HTTP/2 connections learn it by GOAWAY */
     }
     /* The sequence number was raised before the flag was set, so this is
      * the number of the drain that set it (or a later one). */
@@ -138,6 +141,18 @@ int handoff_http_server_new(handoff_t *h, const handoff_http_options *opts,
         o->max_body_bytes = (uint64_t)1 << 40;
     if (!o->max_keepalive_requests)
         o->max_keepalive_requests = DEFAULT_MAX_KEEPALIVE;
+    if (!o->stream_buffer_bytes)
+        o->stream_buffer_bytes = DEFAULT_STREAM_BUFFER;
+    if (!o->http2_max_concurrent_streams)
+        o->http2_max_concurrent_streams = 100;
+    if (!o->http2_initial_window)
+        o->http2_initial_window = 65535;
+    if (o->http2_initial_window > 0x7fffffffu)
+        o->http2_initial_window = 0x7fffffffu;
+    if (o->http2_max_frame_size < 16384)
+        o->http2_max_frame_size = 16384;
+    if (o->http2_max_frame_size > 16777215)
+        o->http2_max_frame_size = 16777215;
     srv->limits.max_header_bytes = o->max_header_bytes;
     srv->limits.max_target = o->max_header_bytes;
     srv->tdur[HS_T_HANDSHAKE] = o->tls_handshake_timeout_usec;
@@ -184,7 +199,7 @@ int handoff_http_server_add_listener(handoff_http_server *srv, int fd, const cha
         return fail(srv, -EINVAL, "fd %d is not a listening socket", fd);
     SSL_CTX *ctx = NULL;
     if (cert_file) {
-        int r = hs_tls_ctx_new(cert_file, key_file, &ctx, srv->errmsg, sizeof srv->errmsg);
+        int r = hs_tls_ctx_new(cert_file, key_file, srv->o.http2 != 0, &ctx, srv->errmsg, sizeof srv->errmsg);
         if (r < 0)
             return r;
     }
@@ -250,6 +265,7 @@ int handoff_http_server_listen(handoff_http_server *srv, const char *spec, const
 static void worker_done(struct hs_worker *w)
 {
     hs_accept_free(w);
+    hs_h2_worker_free(w);
     hs_worker_done(w, hs_h1_blk_destroy);
 }
 
@@ -411,6 +427,25 @@ handoff_http_server *handoff_http_server_free(handoff_http_server *srv)
     free(srv->health_path);
     free(srv);
     return NULL;
+}
+
+int handoff_http_server_listener_flags(handoff_http_server *srv, int fd, unsigned flags)
+{
+    if (!srv)
+        return -EINVAL;
+    if (flags & ~(unsigned)HANDOFF_HTTP_H2C)
+        return fail(srv, -EINVAL, "unknown listener flags %#x", flags);
+    if (srv->started)
+        return fail(srv, -EBUSY, "the server has been started");
+    for (size_t i = 0; i < srv->nls; i++) {
+        if (srv->ls[i].fd != fd)
+            continue;
+        if ((flags & HANDOFF_HTTP_H2C) && srv->ls[i].ctx)
+            return fail(srv, -EINVAL, "h2c on a TLS listener (ALPN chooses there)");
+        srv->ls[i].h2c = (flags & HANDOFF_HTTP_H2C) != 0;
+        return 0;
+    }
+    return fail(srv, -ENOENT, "fd %d is not a listener of this server", fd);
 }
 
 unsigned long handoff_http_server_connections(const handoff_http_server *srv)

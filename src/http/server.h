@@ -20,6 +20,7 @@
 struct hs_listener {
     int fd;
     SSL_CTX *ctx; /* NULL: plain HTTP */
+    bool h2c;     /* cleartext HTTP/2 with prior knowledge too (h2.h) */
     char *name;   /* the name it is registered under in srv->h when
                      handoff_http_server_listen() made it; NULL otherwise */
 };

@@ -9,19 +9,28 @@
 #include <limits.h>
 #include <openssl/err.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
+/* Our protocols in order of preference (ALPN wire format). */
+static const unsigned char alpn_h2[] = "\x02h2\x08http/1.1";
 static const unsigned char alpn_http11[] = "\x08http/1.1";
 
+/* arg is NULL, or alpn_h2 when the server speaks HTTP/2. */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-                       const unsigned char *in, unsigned int inlen, void *arg)
+                       const unsigned char *in, unsigned int inlen,
+                       /* cppcheck-suppress constParameter ; OpenSSL's callback type */
+                       void *arg)
 {
     (void)ssl;
-    (void)arg;
+    bool h2 = arg != NULL;
+    const unsigned char *ours = h2 ? alpn_h2 : alpn_http11;
+    unsigned ourlen = h2 ? sizeof alpn_h2 - 1 : sizeof alpn_http11 - 1;
     unsigned char *sel = NULL;
-    if (SSL_select_next_proto(&sel, outlen, alpn_http11, sizeof alpn_http11 - 1, in,
-                              inlen) != OPENSSL_NPN_NEGOTIATED)
-        return SSL_TLSEXT_ERR_NOACK; /* no overlap: carry on without ALPN */
+    /* The first of ours that the client offers (server preference). */
+    if (SSL_select_next_proto(&sel, outlen, ours, ourlen, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL; /* no_application_protocol, RFC 7301 3.2 */
     *out = sel;
     return SSL_TLSEXT_ERR_OK;
 }
@@ -42,7 +51,7 @@ static int tls_fail(SSL_CTX *ctx, int r, const char *what, const char *path,
     return r;
 }
 
-int hs_tls_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out,
+int hs_tls_ctx_new(const char *cert_file, const char *key_file, bool http2, SSL_CTX **out,
                    char *errbuf, size_t errlen)
 {
     if (access(cert_file, R_OK) < 0) {
@@ -61,6 +70,10 @@ int hs_tls_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out,
                                  SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    /* TLS 1.2: forward-secret AEAD suites only (RFC 9113 9.2.2 forbids the
+     * others for HTTP/2; TLS scanners flag CBC). TLS 1.3 suites are all
+     * AEAD. */
+    (void)SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20");
     static const unsigned char sid[] = "handoff-http";
     (void)SSL_CTX_set_session_id_context(ctx, sid, sizeof sid - 1);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1)
@@ -70,10 +83,18 @@ int hs_tls_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out,
     if (SSL_CTX_check_private_key(ctx) != 1)
         return tls_fail(ctx, -EINVAL, "key does not match certificate", key_file, errbuf,
                         errlen);
-    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, http2 ? (void *)alpn_h2 : NULL);
     ERR_clear_error();
     *out = ctx;
     return 0;
+}
+
+bool hs_tls_alpn_h2(const SSL *ssl)
+{
+    const unsigned char *p = NULL;
+    unsigned len = 0;
+    SSL_get0_alpn_selected(ssl, &p, &len);
+    return len == 2 && memcmp(p, "h2", 2) == 0;
 }
 
 SSL *hs_tls_new(SSL_CTX *ctx, int fd)

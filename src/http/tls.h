@@ -16,9 +16,14 @@
 /* A server context for the PEM certificate chain and key (read now).
  * Returns 0 with *out set, or -ENOENT/-EACCES (a file cannot be read),
  * -EINVAL (a file does not load, or they do not match), -ENOMEM; errbuf
- * receives the reason. */
-int hs_tls_ctx_new(const char *cert_file, const char *key_file, SSL_CTX **out,
+ * receives the reason. ALPN offers "h2" before "http/1.1" when http2 is
+ * set; a client that offers neither gets no_application_protocol. TLS 1.2
+ * is limited to forward-secret AEAD suites. */
+int hs_tls_ctx_new(const char *cert_file, const char *key_file, bool http2, SSL_CTX **out,
                    char *errbuf, size_t errlen);
+
+/* Whether ALPN chose "h2" on ssl (after the handshake). */
+bool hs_tls_alpn_h2(const SSL *ssl);
 
 /* A server-side SSL for the socket fd, or NULL (out of memory). */
 SSL *hs_tls_new(SSL_CTX *ctx, int fd);

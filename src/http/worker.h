@@ -137,6 +137,7 @@ struct hs_worker {
     size_t nready;
     struct hs_handle *graveyard;
     struct hs_pool blocks;      /* idle per-request blocks (h1.c) */
+    void *h2;                   /* HTTP/2's per-worker state (h2.c), or NULL */
 
     struct hs_timer *timers;
     size_t ntimers, captimers;

@@ -19,6 +19,12 @@
  *                    echoes bytes after a 101 (closed on drain)
  *   /tick?N          N chunks, one every 50 ms, from re-armed worker timers
  *   /stats           counters: streams stopped early by -EPIPE / -ECANCELED
+ *   /firehose?N      N bytes (a pattern) streamed as fast as the client
+ *                    takes them: 64 KiB writes, waiting on -EAGAIN with
+ *                    handoff_http_response_on_writable(); /stats counts
+ *                    the waits (firehose_waits)
+ *   /firehose-thread?N  the same from another thread (which waits for
+ *                    on_writable's callback on a condition variable)
  *   /block?MS        sleeps MS ms in the handler, blocking its worker (what
  *                    a handler must never do; the drain tests need it)
  *
@@ -56,7 +62,8 @@
 #define MAX_LISTEN 8
 #define MAX_WS 64
 
-static atomic_int stream_epipe, tick_canceled;
+static atomic_int stream_epipe, tick_canceled, handled, firehose_waits;
+static int log_requests; /* --log-requests 1: each request's target to stderr */
 static pthread_mutex_t ws_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ws_fds[MAX_WS];
 static int ws_n;
@@ -160,6 +167,92 @@ static void tick(handoff_http_response *res, void *arg)
             atomic_fetch_add(&tick_canceled, 1);
         (void)handoff_http_response_end(res);
     }
+}
+
+/* /firehose: a producer faster than the client. */
+struct firehose {
+    long left, off;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready;
+};
+
+static void firehose_fill(char *buf, long off, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)('a' + (off + (long)i) % 26);
+}
+
+static void firehose_step(handoff_http_response *res, void *arg)
+{
+    struct firehose *f = arg;
+    static _Thread_local char buf[65536];
+    while (f->left > 0) {
+        size_t n = f->left < (long)sizeof buf ? (size_t)f->left : sizeof buf;
+        firehose_fill(buf, f->off, n);
+        int r = handoff_http_response_write(res, buf, n);
+        if (r == -EAGAIN) {
+            atomic_fetch_add(&firehose_waits, 1);
+            if (handoff_http_response_on_writable(res, firehose_step, f) == 0)
+                return;
+        }
+        if (r < 0)
+            break; /* -EPIPE: the client left */
+        f->left -= (long)n;
+        f->off += (long)n;
+    }
+    (void)handoff_http_response_end(res);
+    free(f);
+}
+
+static void firehose_wake(handoff_http_response *res, void *arg)
+{
+    (void)res;
+    struct firehose *f = arg;
+    pthread_mutex_lock(&f->mu);
+    f->ready = 1;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+struct fh_job {
+    handoff_http_response *res;
+    struct firehose f;
+};
+
+static void *firehose_thread(void *arg)
+{
+    struct fh_job *j = arg;
+    struct firehose *f = &j->f;
+    char *buf = malloc(65536);
+    while (buf && f->left > 0) {
+        size_t n = f->left < 65536 ? (size_t)f->left : 65536;
+        firehose_fill(buf, f->off, n);
+        int r = handoff_http_response_write(j->res, buf, n);
+        if (r == -EAGAIN) {
+            atomic_fetch_add(&firehose_waits, 1);
+            pthread_mutex_lock(&f->mu);
+            f->ready = 0;
+            pthread_mutex_unlock(&f->mu);
+            if (handoff_http_response_on_writable(j->res, firehose_wake, f) < 0)
+                break;
+            pthread_mutex_lock(&f->mu);
+            while (!f->ready)
+                pthread_cond_wait(&f->cv, &f->mu);
+            pthread_mutex_unlock(&f->mu);
+            continue;
+        }
+        if (r < 0)
+            break;
+        f->left -= (long)n;
+        f->off += (long)n;
+    }
+    free(buf);
+    (void)handoff_http_response_end(j->res);
+    pthread_mutex_destroy(&f->mu);
+    pthread_cond_destroy(&f->cv);
+    free(j);
+    return NULL;
 }
 
 struct ws {
@@ -276,11 +369,13 @@ static void info(const handoff_http_request *req, handoff_http_response *res)
                   sizeof peer);
     char out[1024];
     int n = snprintf(out, sizeof out,
-                     "method=%.*s\npath=%.*s\nquery=%.*s\ntarget=%.*s\nversion=1.%d\n"
+                     "method=%.*s\npath=%.*s\nquery=%.*s\ntarget=%.*s\nversion=%d.%d\n"
                      "tls=%d\nkeepalive=%d\npeer=%s\npid=%ld\n",
                      (int)req->method.len, req->method.p, (int)req->path.len, req->path.p,
                      (int)req->query.len, req->query.p, (int)req->target.len,
-                     req->target.p, req->minor_version, req->tls, req->keep_alive, peer,
+                     req->target.p, req->http_version / 10,
+                     req->http_version == 20 ? 0 : req->minor_version, req->tls,
+                     req->keep_alive, peer,
                      (long)getpid());
     (void)handoff_http_response_send(res, 200, "text/plain", out, (size_t)n);
 }
@@ -289,6 +384,9 @@ static void handle(const handoff_http_request *req, handoff_http_response *res, 
 {
     (void)ud;
     handoff_http_str p = req->path;
+    atomic_fetch_add(&handled, 1);
+    if (log_requests)
+        fprintf(stderr, "request %.*s\n", (int)req->target.len, req->target.p);
     if (eq(p, "/")) {
         text(res, 200, "Hello, World!");
     } else if (eq(p, "/echo")) {
@@ -364,10 +462,39 @@ static void handle(const handoff_http_request *req, handoff_http_response *res, 
         (void)handoff_http_response_header(res, "Content-Type", "text/plain");
         tick(res, (void *)(intptr_t)qnum(req, 3));
     } else if (eq(p, "/stats")) {
-        char out[64];
-        snprintf(out, sizeof out, "stream_epipe=%d\ntick_canceled=%d\n",
-                 atomic_load(&stream_epipe), atomic_load(&tick_canceled));
+        char out[128];
+        snprintf(out, sizeof out,
+                 "stream_epipe=%d\ntick_canceled=%d\nhandled=%d\nfirehose_waits=%d\n",
+                 atomic_load(&stream_epipe), atomic_load(&tick_canceled),
+                 atomic_load(&handled), atomic_load(&firehose_waits));
         text(res, 200, out);
+    } else if (eq(p, "/firehose")) {
+        struct firehose *f = calloc(1, sizeof *f);
+        if (!f) {
+            text(res, 500, "oom\n");
+            return;
+        }
+        f->left = qnum(req, 1 << 20);
+        (void)handoff_http_response_header(res, "Content-Type", "application/octet-stream");
+        firehose_step(res, f);
+    } else if (eq(p, "/firehose-thread")) {
+        struct fh_job *j = calloc(1, sizeof *j);
+        pthread_t t;
+        if (!j) {
+            text(res, 500, "oom\n");
+            return;
+        }
+        j->res = res;
+        j->f.left = qnum(req, 1 << 20);
+        pthread_mutex_init(&j->f.mu, NULL);
+        pthread_cond_init(&j->f.cv, NULL);
+        (void)handoff_http_response_header(res, "Content-Type", "application/octet-stream");
+        if (pthread_create(&t, NULL, firehose_thread, j) != 0) {
+            free(j);
+            text(res, 500, "no thread\n");
+            return;
+        }
+        pthread_detach(t);
     } else if (eq(p, "/block")) {
         sleep_ms(qnum(req, 100));
         text(res, 200, "unblocked\n");
@@ -507,6 +634,7 @@ int main(int argc, char **argv)
 {
     handoff_http_listen_spec ls[MAX_LISTEN];
     size_t nls = 0;
+    int h2c = 0;
     const char *cert = NULL, *key = NULL;
     handoff_options core = HANDOFF_OPTIONS_INIT;
     handoff_http_serve_options so = HANDOFF_HTTP_SERVE_OPTIONS_INIT;
@@ -552,6 +680,20 @@ int main(int argc, char **argv)
             core.resume_window_usec = usec(v);
         else if (!strcmp(a, "--crash-after-ready"))
             crash.ms = (long)num(v);
+        else if (!strcmp(a, "--stream-buffer"))
+            o.stream_buffer_bytes = (size_t)num(v);
+        else if (!strcmp(a, "--log-requests"))
+            log_requests = (int)num(v);
+        else if (!strcmp(a, "--http2"))
+            o.http2 = (int)num(v);
+        else if (!strcmp(a, "--h2c"))
+            h2c = (int)num(v);
+        else if (!strcmp(a, "--h2-streams"))
+            o.http2_max_concurrent_streams = (uint32_t)num(v);
+        else if (!strcmp(a, "--h2-window"))
+            o.http2_initial_window = (uint32_t)num(v);
+        else if (!strcmp(a, "--h2-frame"))
+            o.http2_max_frame_size = (uint32_t)num(v);
         else if (!strcmp(a, "--on-signal")) {
             so.on_signal = on_signal;
             so.userdata = (void *)(uintptr_t)v;
@@ -563,6 +705,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nls; i++) {
         ls[i].tls_cert_file = cert;
         ls[i].tls_key_file = key;
+        ls[i].h2c = h2c && !cert;
     }
     handoff_http_site site = {.options = &o, .listen = ls, .num_listen = nls};
     if (crash.ms >= 0) {

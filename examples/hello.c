@@ -26,9 +26,12 @@ static const char usage[] =
     "  --threads N         worker threads (default: number of CPUs)\n"
     "  --tls-cert FILE     PEM certificate chain: serve HTTPS on every listener\n"
     "  --tls-key FILE      PEM private key (with --tls-cert)\n"
+    "  --http2             also HTTP/2: by ALPN over TLS, with prior knowledge\n"
+    "                      (h2c) next to HTTP/1.1 on cleartext listeners\n"
     "  --pid-file PATH     keep PATH naming the serving process\n"
     "  --drain-timeout S   seconds to wait for requests in flight (default 30)\n"
     "  --lame-duck MS      on SIGTERM, answer /healthz with 503 for MS ms first\n"
+    "  --max-requests N    requests (HTTP/2: streams) per connection (default 10000)\n"
     "  --help              this text\n";
 
 static int eq(handoff_http_str s, const char *lit)
@@ -101,6 +104,10 @@ int main(int argc, char **argv)
             fputs(usage, stdout);
             return 0;
         }
+        if (strcmp(a, "--http2") == 0) {
+            o.http2 = 1;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "hello: unknown option or missing value: %s\n%s", a, usage);
             return 100;
@@ -123,6 +130,9 @@ int main(int argc, char **argv)
             core.pid_file = v;
         } else if (strcmp(a, "--drain-timeout") == 0 && parse_seconds(v, &n) == 0) {
             so.hammer_timeout_usec = n;
+        } else if (strcmp(a, "--max-requests") == 0 && parse_u64(v, &n) == 0 && n > 0 &&
+                   n <= UINT32_MAX) {
+            o.max_keepalive_requests = (unsigned)n;
         } else if (strcmp(a, "--lame-duck") == 0 && parse_u64(v, &n) == 0 &&
                    n <= UINT64_MAX / HANDOFF_USEC_PER_MSEC) {
             so.lame_duck_usec = n * HANDOFF_USEC_PER_MSEC;
@@ -140,6 +150,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nlisten; i++) {
         listen[i].tls_cert_file = cert;
         listen[i].tls_key_file = key;
+        listen[i].h2c = o.http2 && !cert;
     }
     handoff_http_site site = {.options = &o, .listen = listen, .num_listen = nlisten};
 

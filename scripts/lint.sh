@@ -30,10 +30,10 @@ if [ -n "$out" ]; then
     exit 1
 fi
 echo "=== structure (scripts/check-structure.py)" >&2
-# STRUCTURE_MUST_PASS=0 while issue 9's cycles are being removed: the
-# report is printed, but does not fail lint. The lead sets it to 1 once
-# main is clean.
-STRUCTURE_MUST_PASS=0
+# The structure check fails lint: no cycle between files or directories,
+# no file over 600 lines without a reason at its top (issue 9). Set it to 0
+# only to see the report without failing.
+STRUCTURE_MUST_PASS=1
 if ! scripts/check-structure.py --build "$b"; then
     if [ "$STRUCTURE_MUST_PASS" = 1 ]; then
         exit 1

@@ -11,6 +11,11 @@
  * server then accepts from the supervisor's listen queue, the same one the
  * old and the new generation share during a reload: nobody is refused.
  *
+ * This file is over 600 lines because the shim's state (the sockets it
+ * holds, the readiness watch, the stop-signal trampoline and the detached
+ * placeholders) is static to one translation unit, never exported from
+ * the library; what is pure is already apart (match.c, env.c, proto.c).
+ *
  * What else is interposed, and why:
  *  - shutdown() of a supervisor socket does nothing: on a listening socket
  *    it would stop listening for every holder (checked: connect() then

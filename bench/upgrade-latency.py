@@ -94,8 +94,9 @@ class Server:
     """One server process chain, restarted by SIGHUP, with its own
     NOTIFY_SOCKET (and trace file)."""
 
-    def __init__(self, label, argv, tmp, env_extra):
+    def __init__(self, label, argv, tmp, env_extra, settle_kb=0):
         self.label, self.argv, self.samples, self.pids = label, argv, [], set()
+        self.settle_kb = settle_kb
         d = tempfile.mkdtemp(prefix="s-", dir=tmp)
         self.trace = os.path.join(d, "trace")
         self.rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -110,6 +111,21 @@ class Server:
         self.pids.add(self.pid)
         if "READY=1" not in self.rx.recv(4096).decode(errors="replace"):
             raise SystemExit("%s: no READY=1" % label)
+        self.settle()
+
+    def settle(self):
+        """Untimed: a --ballast server touches its memory after ready; the
+        next SIGHUP waits until it has (else the signal waits for that)."""
+        end = time.monotonic() + 30
+        while self.settle_kb and time.monotonic() < end:
+            try:
+                with open("/proc/%d/status" % self.pid) as f:
+                    rss = [int(x.split()[1]) for x in f if x.startswith("VmRSS:")]
+            except OSError:
+                return
+            if rss and rss[0] >= self.settle_kb:
+                return
+            time.sleep(0.005)
 
     def restart(self):
         old = self.pid
@@ -135,6 +151,7 @@ class Server:
                 os.waitpid(old, 0)
             except ChildProcessError:
                 pass
+        self.settle()
 
     def stop(self):
         for q in self.pids:
@@ -202,7 +219,7 @@ def main():
         return [os.path.abspath(path), "--listen", "127.0.0.1:%d" % free_port(),
                 "--threads", str(a.threads), "--drain-timeout", "5"]
 
-    plan = []  # (label, argv, env)
+    plan = []  # (label, argv, env[, settle_kb])
     variants = [("", {})]
     if a.breakdown:
         variants = [("", {}), (" fork", {"HFTRACE_FORK": "1"})]
@@ -212,14 +229,15 @@ def main():
                 plan.append((tag + "echo" + suffix, echo_argv(path), env))
                 if a.ballast:
                     plan.append((tag + "echo+%dMB" % a.ballast + suffix,
-                                 echo_argv(path, ["--ballast", str(a.ballast)]), env))
+                                 echo_argv(path, ["--ballast", str(a.ballast)]), env,
+                                 a.ballast * 1024))
         for tag, path in (("", a.hello), ("before ", a.before_hello)):
             if path:
                 plan.append((tag + "hello" + suffix, hello_argv(path), env))
     servers = []
     try:
-        for label, argv, env in plan:
-            servers.append(Server(label, argv, tmp, env))
+        for p in plan:
+            servers.append(Server(p[0], p[1], tmp, p[2], p[3] if len(p) > 3 else 0))
         time.sleep(0.3)
         deadline = time.monotonic() + 60 + a.restarts * len(servers) * 2
         for i in range(a.restarts):

@@ -6,6 +6,11 @@
  *
  * Closing: after a final response ("Connection: close", an error, the
  * drain) the connection lingers (hs_conn_linger()).
+ *
+ * This file is over 600 lines: it is the whole life of an HTTP/1.1
+ * connection (read, parse, body, dispatch, pipelining, keep-alive, hijack,
+ * the switch to HTTP/2), one state machine best read in one place; the
+ * response bytes are already apart (h1_out.c).
  */
 #include "h1.h"
 

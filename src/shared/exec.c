@@ -374,7 +374,7 @@ fail:
 
 /* The vfork-style child's stack: child_exec() needs about 5 KiB (the
  * getdents64 buffer of the close-on-exec fallback is 4 KiB). */
-#define HF_CHILD_STACK (64 * 1024)
+#define HF_CHILD_STACK ((size_t)64 * 1024)
 
 static int vfork_child(void *arg)
 {

@@ -1,4 +1,8 @@
-/* shared/trace.c - see trace.h (cmake -DHANDOFF_TRACE=ON only). */
+/* shared/trace.c - see trace.h. Built only with cmake -DHANDOFF_TRACE=ON;
+ * defined here too so that tools reading the file alone see the function. */
+#ifndef HANDOFF_TRACE
+#define HANDOFF_TRACE 1
+#endif
 #include "shared/trace.h"
 
 #include <fcntl.h>

@@ -32,6 +32,8 @@ static const char usage[] =
     "  --drain-timeout S   seconds to wait for requests in flight (default 30)\n"
     "  --lame-duck MS      on SIGTERM, answer /healthz with 503 for MS ms first\n"
     "  --max-requests N    requests (HTTP/2: streams) per connection (default 10000)\n"
+    "  --no-migrate        on a restart, keep connections and drain them here\n"
+    "                      instead of handing them to the new process\n"
     "  --help              this text\n";
 
 static int eq(handoff_http_str s, const char *lit)
@@ -106,6 +108,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--http2") == 0) {
             o.http2 = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-migrate") == 0) {
+            o.no_migrate = 1;
             continue;
         }
         if (!v) {

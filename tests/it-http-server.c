@@ -36,6 +36,10 @@
  * has become the serving generation (its pid is in the --pid-file): a new
  * version that fails right after taking over, for the resume window.
  *
+ * --no-migrate 1 turns connection migration off; --no-migrate-if PATH
+ * does when PATH exists as the process starts (a successor that does not
+ * adopt, next to a predecessor that migrates).
+ *
  * it-http-server --check-listen-failure ADDR CERT KEY runs no server: it
  * drives layer 2 (handoff_http_server_listen()) through failures that
  * happen after the socket was bound (CERT/KEY must not load), checks that
@@ -694,6 +698,10 @@ int main(int argc, char **argv)
             o.http2_initial_window = (uint32_t)num(v);
         else if (!strcmp(a, "--h2-frame"))
             o.http2_max_frame_size = (uint32_t)num(v);
+        else if (!strcmp(a, "--no-migrate"))
+            o.no_migrate = (int)num(v);
+        else if (!strcmp(a, "--no-migrate-if"))
+            o.no_migrate = access(v, F_OK) == 0;
         else if (!strcmp(a, "--on-signal")) {
             so.on_signal = on_signal;
             so.userdata = (void *)(uintptr_t)v;

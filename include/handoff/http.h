@@ -335,6 +335,15 @@ typedef struct handoff_http_options {
      * flow-control window shut) then costs at most this much memory per
      * response. Default 1 MiB. */
     size_t stream_buffer_bytes;
+    /* Connection migration. 0 (default): when the server drains for a
+     * restart and the successor adopts connections (both processes set
+     * HANDOFF_MIGRATE, which handoff_http_serve() does), its plain
+     * HTTP/1.1 connections are handed to the successor instead of being
+     * closed: idle ones at once, others once their response is out, with
+     * the input not yet parsed, the requests served and the time idle
+     * (see handoff_http_adopt()). TLS, HTTP/2 and hijacked connections
+     * never migrate. 1: never hand this server's connections over. */
+    int no_migrate;
 } handoff_http_options;
 
 #define HANDOFF_HTTP_OPTIONS_INIT {0}
@@ -490,13 +499,38 @@ HANDOFF_EXPORT int handoff_http_server_lame_duck(handoff_http_server *srv);
  * open for the successor; on a shutdown the caller may then close them,
  * e.g. with handoff_remove(), so that new clients are refused at once;
  * what was already queued in the listen backlog is accepted and served);
- * requests in flight complete; each keep-alive connection gets
- * "Connection: close" on its next response; a connection idle for a
- * second (or new and silent for a second) is closed, after one last read
- * so that a request already on its way is served. Calls on_drain. May
+ * requests in flight complete. When the successor adopts connections
+ * (handoff_successor_adopts()) and no_migrate is 0, plain HTTP/1.1
+ * connections are handed over (see no_migrate) instead of what follows.
+ * Each other keep-alive connection gets "Connection: close" on its next
+ * response; a connection idle for a second (or new and silent for a
+ * second) is closed, after one last read so that a request already on its
+ * way is served. Calls on_drain. May
  * wait up to a second for a worker blocked in a handler. Idempotent.
  * Returns 0. */
 HANDOFF_EXPORT int handoff_http_server_drain(handoff_http_server *srv);
+
+/* What handoff_http_adopt() did. */
+typedef struct handoff_http_adopt_counts {
+    unsigned long adopted;  /* from the predecessor, now served */
+    unsigned long returned; /* our own, back from the successor: drained */
+    unsigned long refused;  /* closed: unreadable state, no plain listener
+                             * for it, or reset meanwhile */
+} handoff_http_adopt_counts;
+
+/* Call it on HANDOFF_EVENT_ADOPT (handoff_http_serve() does): takes every
+ * waiting connection (handoff_adopt() until none is left) and gives each
+ * to the server among servers[0..n) with the plain listener it was
+ * accepted from (matched by address), on its least loaded worker, with
+ * its state restored: input received but not parsed yet is served before
+ * what the socket holds, and its request count and current wait (idle or
+ * new, against its timeouts) carry on. A connection of our own returned
+ * by the successor is served here until it closes and never handed over
+ * again. A connection that cannot be adopted is closed and counted in
+ * refused. counts may be NULL. Returns 0, or -errno from handoff_adopt()
+ * or -ENOMEM (connections still waiting stay for the next call). */
+HANDOFF_EXPORT int handoff_http_adopt(handoff_t *h, handoff_http_server *const *servers,
+                                      size_t n, handoff_http_adopt_counts *counts);
 
 /* Undoes a drain (call it on HANDOFF_EVENT_RESUME, which the core reports
  * with resume_window_usec when the successor died right after taking

@@ -94,6 +94,7 @@ struct hs_conn {
     bool counted : 1;        /* counts in the server's hs_counter */
     bool h2c : 1;            /* on an h2c listener: HTTP/1.1 looks for the
                                 HTTP/2 preface first (h1.c) */
+    bool no_migrate : 1;     /* never hand it to a successor (migrate.c) */
     unsigned nreq;       /* requests dispatched */
     unsigned tnreq;      /* nreq when the timer was last set (the protocol's) */
     struct hs_worker *w;

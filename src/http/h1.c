@@ -15,6 +15,7 @@
 #include "h1.h"
 
 #include "h2.h"
+#include "migrate.h"
 #include "server.h"
 #include "tls.h"
 
@@ -40,9 +41,7 @@ void hs_h1_blk_destroy(struct hs_pooled *o)
     free(b);
 }
 
-/* Takes a block (from the worker's pool if it has one) for a connection
- * about to read. Returns 0 or -1 (out of memory). */
-static int blk_acquire(struct hs_conn *c)
+int hs_h1_blk_acquire(struct hs_conn *c)
 {
     if (c->p)
         return 0;
@@ -97,7 +96,7 @@ static void blk_release(struct hs_conn *c)
 static int reserve_input(struct hs_conn *c)
 {
     handoff_http_server *srv = hs_server_of(c->w);
-    if (!c->p && blk_acquire(c) < 0)
+    if (!c->p && hs_h1_blk_acquire(c) < 0)
         return 503;
     struct hs_h1_blk *b = c->p;
     if (b->rlen < b->rcap)
@@ -405,6 +404,14 @@ static void drive(struct hs_conn *c)
             return;
         bool wait_input = false;
         if (c->pstate == HS_H1_HEAD || c->pstate == HS_H1_BODY) {
+            /* An upgrade drain hands the connection to the successor at
+             * the end of its output, with the input not parsed yet. */
+            if (c->pstate == HS_H1_HEAD && c->w->draining && hs_mig_wanted(c)) {
+                if (pending_out(c))
+                    goto flush;
+                if (hs_mig_out(c))
+                    return;
+            }
             if (pending_out(c) >= HS_OUT_HIGH)
                 goto flush;
             if (process(c)) {

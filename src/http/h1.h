@@ -89,6 +89,11 @@ struct hs_h1_blk {
 /* The HTTP/1.1 protocol (for hs_conn_new()). */
 extern const struct hs_proto hs_h1_proto;
 
+/* Gives c a block (from the worker's pool if it has one), for reading
+ * or for restoring the input of an adopted connection (migrate.c).
+ * Returns 0 or -1 (out of memory). */
+int hs_h1_blk_acquire(struct hs_conn *c);
+
 /* Frees a pooled block (for hs_worker_done()). */
 void hs_h1_blk_destroy(struct hs_pooled *o);
 

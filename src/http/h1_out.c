@@ -5,6 +5,7 @@
  */
 #include "h1.h"
 
+#include "migrate.h"
 #include "server.h"
 
 #include <errno.h>
@@ -121,8 +122,10 @@ static void decide_close(struct hs_conn *c)
 {
     struct hs_h1_blk *b = c->p;
     handoff_http_server *srv = hs_server_of(c->w);
+    /* Draining: unless the connection will be handed to the successor
+     * once this response is out (migrate.c). */
     if (!b->hreq.keep_alive || b->res.a_close || c->nreq >= srv->o.max_keepalive_requests ||
-        atomic_load_explicit(&srv->draining, memory_order_relaxed))
+        (atomic_load_explicit(&srv->draining, memory_order_relaxed) && !hs_mig_wanted(c)))
         c->close_after = true;
 }
 

@@ -4,7 +4,8 @@
  * resumes and stops until the process is done. It owns the process, so
  * it logs (to stderr unless given a log function) and decides what
  * signals do. It uses the public API of both libraries, and of the server
- * object only the names of the listeners it opened (server.h).
+ * object only the names of the listeners it opened and the migration
+ * counters (server.h).
  *
  * Lame duck: on a shutdown (not on a restart, where the successor already
  * serves) the servers keep serving with their health path answering 503
@@ -109,6 +110,23 @@ static void drain_all(handoff_t *h, handoff_http_server **s, size_t n, int reaso
     }
 }
 
+/* HANDOFF_EVENT_ADOPT: connections from the predecessor, or our own back
+ * from the successor. */
+static void adopt(handoff_t *h, handoff_http_server **s, size_t n, const struct logger *lg)
+{
+    handoff_http_adopt_counts k = {0, 0, 0};
+    int r = handoff_http_adopt(h, s, n, &k);
+    if (r < 0)
+        say(lg, HANDOFF_LOG_ERR, "adopting connections: %s", strerror(-r));
+    if (k.adopted || k.returned)
+        say(lg, HANDOFF_LOG_INFO, "adopted %lu connections, %lu returned by the successor",
+            k.adopted, k.returned);
+    if (k.refused)
+        say(lg, HANDOFF_LOG_WARNING,
+            "%lu adopted connections closed (unreadable state or no plain listener for them)",
+            k.refused);
+}
+
 /* Creates the servers and their listeners. Returns 0 or -errno (logged). */
 static int setup(handoff_t *h, const handoff_http_site *sites, size_t n,
                  handoff_http_server **srv, const struct logger *lg)
@@ -163,6 +181,18 @@ int handoff_http_serve(const handoff_http_serve_options *opts, const handoff_htt
     uint64_t lame = po.lame_duck_usec;
     co.drain_timeout_usec = hammer == HANDOFF_NO_TIMEOUT ? HANDOFF_NO_TIMEOUT
                                                           : sat_add(hammer, lame);
+    /* Connections migrate unless no server wants it, or a resume window
+     * is set: a connection handed to a successor that then dies would be
+     * lost, while the resumed process could have kept serving it. */
+    bool migrate = co.resume_window_usec == 0;
+    if (migrate) {
+        migrate = false;
+        for (size_t i = 0; i < n; i++)
+            if (sites[i].options && !sites[i].options->no_migrate)
+                migrate = true;
+    }
+    if (migrate)
+        co.flags |= HANDOFF_MIGRATE;
     if (!co.log) {
         co.log = stderr_log;
         co.log_userdata = NULL;
@@ -217,6 +247,8 @@ int handoff_http_serve(const handoff_http_serve_options *opts, const handoff_htt
             } else {
                 drain_all(h, srv, n, ev.reason);
             }
+        } else if (ev.type == HANDOFF_EVENT_ADOPT) {
+            adopt(h, srv, n, &lg);
         } else if (ev.type == HANDOFF_EVENT_RESUME) {
             /* The successor died within the resume window: serve again. */
             each(srv, n, handoff_http_server_resume);
@@ -237,6 +269,17 @@ int handoff_http_serve(const handoff_http_serve_options *opts, const handoff_htt
     }
     if (held)
         handoff_conn_end(h);
+    unsigned long moved = 0, failed = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (srv[i]) {
+            moved += atomic_load(&srv[i]->mig_out);
+            failed += atomic_load(&srv[i]->mig_failed);
+        }
+    }
+    if (moved || failed)
+        say(&lg, failed ? HANDOFF_LOG_WARNING : HANDOFF_LOG_INFO,
+            "%lu connections handed to the successor, %lu kept (hand-over failed)", moved,
+            failed);
     each(srv, n, handoff_http_server_stop);
     for (size_t i = 0; i < n; i++)
         handoff_http_server_free(srv[i]);

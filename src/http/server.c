@@ -8,6 +8,7 @@
 #include "accept.h"
 #include "h1.h"
 #include "h2.h"
+#include "migrate.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -66,6 +67,8 @@ static void apply_drain(struct hs_worker *w)
         hs_accept_sweep(w);
         w->accept_paused = false;
         hs_h2_drain_worker(w); /* HTTP/2 connections learn it by GOAWAY */
+        /* A successor that adopts takes the connections (migrate.c). */
+        hs_mig_drain(w);
     }
     /* The sequence number was raised before the flag was set, so this is
      * the number of the drain that set it (or a later one). */

@@ -46,6 +46,8 @@ struct handoff_http_server {
     atomic_int lame;
     atomic_uint drain_seq;  /* drains started (a resume allows another) */
     atomic_uint resume_seq; /* resumes */
+    atomic_ulong mig_out;    /* connections handed to the successor */
+    atomic_ulong mig_failed; /* hand-overs that failed (drained here) */
     char errmsg[256];       /* handoff_http_server_errmsg() */
 };
 

@@ -277,6 +277,31 @@ void hs_tset(struct hs_worker *w, struct hs_handle *h, int cls, bool refresh)
     l->tail = h;
 }
 
+void hs_tset_at(struct hs_worker *w, struct hs_handle *h, int cls, uint64_t since)
+{
+    hs_tset(w, h, HS_T_NONE, false);
+    if (cls == HS_T_NONE || h->dead)
+        return;
+    if (since > w->now)
+        since = w->now;
+    struct hs_tlist *l = &w->tl[cls];
+    struct hs_handle *after = l->tail;
+    while (after && after->tsince > since)
+        after = after->tprev;
+    h->tclass = (uint8_t)cls;
+    h->tsince = since;
+    h->tprev = after;
+    h->tnext = after ? after->tnext : l->head;
+    if (h->tnext)
+        h->tnext->tprev = h;
+    else
+        l->tail = h;
+    if (after)
+        after->tnext = h;
+    else
+        l->head = h;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Deferred callbacks: a binary min-heap on (at, seq)                       */
 

@@ -197,6 +197,11 @@ void hs_bury(struct hs_worker *w, struct hs_handle *h);
  * entry time when it is in cls already, unless refresh. */
 void hs_tset(struct hs_worker *w, struct hs_handle *h, int cls, bool refresh);
 
+/* Puts h in timeout class cls as if it had entered it at since (at most
+ * now): a connection adopted from another generation keeps its wait. The
+ * list stays sorted (the insertion walks back from its tail). */
+void hs_tset_at(struct hs_worker *w, struct hs_handle *h, int cls, uint64_t since);
+
 /* Gives h a turn (ops->run) in the next round, after others' events. */
 void hs_ready_push(struct hs_worker *w, struct hs_handle *h);
 

@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Keep-alive connections of the HTTP module survive a restart (issue 11):
+on SIGHUP the draining generation hands its plain HTTP/1.1 connections to
+the new one (handoff_migrate(3)), with the input it read but did not parse,
+its request count and its idle time; TLS connections, servers with
+no_migrate, and successors that do not adopt keep the old behaviour (the
+old generation drains them).
+
+Each case checks what a client sees on the *same* socket across the
+restart: which process answers (/info says pid=), the Connection header,
+EOF. Usage: it-http-migrate.py --server IT-HTTP-SERVER --hello HELLO CASE.
+Every wait is bounded; everything started is killed at the end; traffic
+only to 127.0.0.1.
+"""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import handofftest as T  # noqa: E402
+from handofftest import alive, check, fail, fd_targets, log, wait_until  # noqa: E402
+from handofftest.http import Conn, Server, req  # noqa: E402
+from handofftest.migrate import FakePredecessor  # noqa: E402
+
+TMP = None  # the case's directory (set by the runner)
+
+
+def server(extra=(), binary=None, tls=None):
+    return Server(["--threads", "2"] + list(extra), binary=binary or T.ctx.args.server, tls=tls)
+
+
+def info(c, path="/info"):
+    """Sends a request for path on c; returns (pid, headers)."""
+    c.send(req(path))
+    st, h, body, _ = c.response()
+    check(st == 200, "%s: status %d" % (path, st))
+    m = re.search(rb"pid=(\d+)", body)
+    check(m, "%s: %r" % (path, body))
+    return int(m.group(1)), h
+
+
+def pid_of(body):
+    m = re.search(rb"pid=(\d+)", body)
+    check(m, "no pid in %r" % body)
+    return int(m.group(1))
+
+
+def restart(srv):
+    """SIGHUP; returns (old pid, new pid) once the new one is in the pid file."""
+    old = srv.pid()
+    srv.signal(signal.SIGHUP)
+    new = wait_until(lambda: (lambda p: p if p not in (0, old) else 0)(srv.pid()), 30,
+                     "the new generation to take over")
+    return old, new
+
+
+def wait_gone(pid, timeout=30):
+    wait_until(lambda: not alive(pid), timeout, "generation %d to exit" % pid)
+
+
+def sockets(pid):
+    return sum(1 for t in fd_targets(pid).values() if t.startswith("socket:"))
+
+
+def make_cert():
+    cert = os.path.join(TMP, "cert.pem")
+    key = os.path.join(TMP, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj",
+                    "/CN=localhost", "-days", "1", "-keyout", key, "-out", cert],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    return cert, key
+
+
+def case_idle_survives():
+    """Idle keep-alive connections (and a new one that has sent nothing yet)
+    are served by the new generation on the same socket: the next request
+    is answered by the new pid, without "Connection: close", and the old
+    generation exits at once (nothing left to drain). On the old code the
+    old generation closed them after a second."""
+    srv = server()
+    conns = [Conn(srv.port, timeout=20) for _ in range(8)]
+    for c in conns[:6]:
+        pid, h = info(c)
+        check(pid == srv.pid(), "first generation did not answer")
+    time.sleep(0.2)  # conns[6:] sent nothing: new and silent
+    old, new = restart(srv)
+    t0 = time.monotonic()
+    wait_gone(old)
+    rc = srv.wait_exit(10)
+    check(rc == 0, "old generation exit status %r" % rc)
+    took = time.monotonic() - t0
+    time.sleep(1.5)  # longer than the drain's grace: nothing is closed later either
+    for i, c in enumerate(conns):
+        pid, h = info(c)
+        check(pid == new, "connection %d answered by %d, not the new generation %d" % (i, pid, new))
+        check(h.get("connection") != "close", "connection %d: Connection: close" % i)
+        pid, h = info(c)
+        check(pid == new, "connection %d: second request answered by %d" % (i, pid))
+    log("  8 connections moved from %d to %d; the old one exited %.2f s after the new "
+        "one took over" % (old, new, took))
+    for c in conns:
+        c.close()
+
+
+def case_partial_head():
+    """A request head split across the restart: the bytes the old generation
+    has already read travel in the state blob, the rest comes from the
+    kernel; the request is answered exactly once, by the new generation.
+    The split point varies over the whole request; a pipelined request
+    behind an answered one travels too."""
+    srv = server()
+    whole = req("/info?split", headers=["X-Padding: " + "p" * 40])
+    splits = sorted(set([1, 3, 4, 10, 16, len(whole) // 2, len(whole) - 4, len(whole) - 2,
+                         len(whole) - 1]))
+    conns = []
+    for k in splits:
+        c = Conn(srv.port, timeout=20)
+        c.send(whole[:k])
+        conns.append((k, c))
+    # Pipelined: a whole request then part of the next, sent together.
+    pipe = Conn(srv.port, timeout=20)
+    pipe.send(req("/info?first") + whole[:20])
+    first_pid = pid_of(pipe.response()[2])
+    time.sleep(0.5)  # the old generation reads what was sent
+    old, new = restart(srv)
+    check(first_pid == old, "the first pipelined request was answered by %d" % first_pid)
+    wait_gone(old)  # whatever was read is now only in the successor
+    for k, c in conns + [(20, pipe)]:
+        c.send(whole[k:])
+        st, h, body, _ = c.response()
+        check(st == 200 and b"query=split" in body, "split at %d: %d %r" % (k, st, body[:80]))
+        check(pid_of(body) == new, "split at %d answered by %d, not %d" % (k, pid_of(body), new))
+        # Exactly once: nothing more comes.
+        check(not c.closed_within(0.2) and c.buf == b"", "split at %d: extra %r" % (k, c.buf))
+        c.s.settimeout(20)
+        pid, _ = info(c)
+        check(pid == new, "split at %d: next request answered by %d" % (k, pid))
+    log("  %d split points (1..%d of %d bytes) + a pipelined tail, all answered once by the "
+        "new generation" % (len(splits), splits[-1], len(whole)))
+
+
+def case_in_flight():
+    """A request in flight at the restart is answered by the old generation
+    (without "Connection: close"); the connection then moves, and a request
+    pipelined behind it is not processed by the old generation but travels
+    and is answered by the new one."""
+    srv = server()
+    a = Conn(srv.port, timeout=20)
+    b = Conn(srv.port, timeout=20)
+    a.send(req("/defer?1500"))
+    b.send(req("/defer?1500") + req("/info?behind"))
+    time.sleep(0.3)
+    old, new = restart(srv)
+    for name, c in (("a", a), ("b", b)):
+        st, h, body, _ = c.response()
+        check(st == 200, "%s: in-flight status %d" % (name, st))
+        check(h.get("connection") != "close", "%s: in-flight response had Connection: close" % name)
+    st, h, body, _ = b.response()
+    check(st == 200 and b"query=behind" in body and pid_of(body) == new,
+          "pipelined request behind the in-flight one: %d %r (new %d)" % (st, body[:60], new))
+    pid, h = info(a)
+    check(pid == new, "next request after the in-flight one answered by %d, not %d" % (pid, new))
+    wait_gone(old)
+    check(srv.wait_exit(10) == 0, "old generation exit status")
+
+
+def case_limits_carry():
+    """The request count and the idle time carry on across the hand-over:
+    with --max-keepalive 3, the third request (the first in the new
+    generation) gets "Connection: close"; with a 4 s idle timeout, a
+    connection idle for 3 s before the restart is closed about 4 s after
+    its last response, not 4 s after the hand-over."""
+    srv = server(["--max-keepalive", "3", "--idle-timeout-ms", "4000"])
+    counted = Conn(srv.port, timeout=20)
+    for _ in range(2):
+        info(counted)
+    idle = Conn(srv.port, timeout=20)
+    info(idle)
+    t_last = time.monotonic()
+    time.sleep(3.0)
+    old, new = restart(srv)
+    wait_gone(old)
+    pid, h = info(counted)
+    check(pid == new, "third request answered by %d, not %d" % (pid, new))
+    check(h.get("connection") == "close",
+          "third request of 3 allowed: no Connection: close (count not carried): %r" % h)
+    check(idle.closed_within(10), "idle connection never closed")
+    at = time.monotonic() - t_last
+    log("  idle connection closed %.2f s after its last response (timeout 4 s)" % at)
+    check(3.5 <= at < 6.5, "idle connection closed %.2f s after its last response, "
+          "expected about 4 s (a restarted timer: 7 s or more)" % at)
+
+
+def drains_in_old(srv, conns, what):
+    """The old behaviour: the connections stay in the old generation, which
+    drains them: a request sent on one right after the restart is answered
+    by the old generation ("Connection: close" once it has seen the drain;
+    or the connection is closed by it first), and every one is closed by
+    it; none is ever answered by the new generation."""
+    old, new = restart(srv)
+    time.sleep(0.3)  # the old generation has seen DRAIN (the new one wrote the pid file)
+    c = conns[0]
+    c.send(req("/info"))
+    try:
+        st, h, body, _ = c.response()
+        check(pid_of(body) == old, "%s: request after the restart answered by %d, not by the "
+              "old generation %d" % (what, pid_of(body), old))
+    except T.Fail:
+        check(c.eof and c.buf == b"", "%s: after the restart: %r" % (what, c.buf))
+    for i, c in enumerate(conns):
+        check(c.closed_within(20) and c.buf == b"", "%s: connection %d: %r" % (what, i, c.buf))
+    wait_gone(old)
+    return old, new
+
+
+def case_no_migrate():
+    """--no-migrate (handoff_http_options.no_migrate): the old generation
+    keeps and drains its connections, as before migration existed."""
+    srv = server(["--no-migrate", "1"])
+    conns = [Conn(srv.port, timeout=20) for _ in range(3)]
+    for c in conns:
+        info(c)
+    drains_in_old(srv, conns, "--no-migrate")
+
+
+def case_non_opting_successor():
+    """The successor does not adopt (its server has no_migrate, so it does
+    not set HANDOFF_MIGRATE: as an older binary): nothing is handed over,
+    the old generation drains its connections; the next restart, to a
+    successor that adopts again, migrates."""
+    flag = os.path.join(TMP, "no-migrate")
+    srv = server(["--no-migrate-if", flag])
+    conns = [Conn(srv.port, timeout=20) for _ in range(3)]
+    for c in conns:
+        info(c)
+    open(flag, "w").close()
+    old, mid = drains_in_old(srv, conns, "non-adopting successor")
+    check("adopted" not in srv.logtext(), "connections adopted by a successor that does not adopt")
+    # mid (no_migrate) hands nothing over either; remove the flag and let
+    # its successor adopt: now a connection of the adopting generation moves.
+    os.remove(flag)
+    c = Conn(srv.port, timeout=20)
+    check(info(c)[0] == mid, "middle generation does not serve")
+    os.kill(mid, signal.SIGHUP)
+    last = wait_until(lambda: (lambda p: p if p not in (0, old, mid) else 0)(srv.pid()), 30,
+                      "the third generation")
+    # mid has no_migrate: its connection is drained there.
+    time.sleep(0.3)
+    pid, h = info(c)
+    check(pid == mid, "no_migrate generation handed a connection over (answered by %d)" % pid)
+    c.close()
+    c = Conn(srv.port, timeout=20)
+    check(info(c)[0] == last, "third generation does not serve")
+    os.kill(last, signal.SIGHUP)
+    fourth = wait_until(lambda: (lambda p: p if p not in (0, old, mid, last) else 0)(srv.pid()),
+                        30, "the fourth generation")
+    time.sleep(0.3)
+    pid, h = info(c)
+    check(pid == fourth, "adopting pair: connection answered by %d, not %d" % (pid, fourth))
+
+
+def case_resume_window():
+    """With a resume window (the old generation may take the service back)
+    handoff_http_serve() does not migrate: connections stay in the old
+    generation and drain there."""
+    srv = server(["--resume-window-ms", "500"])
+    conns = [Conn(srv.port, timeout=20) for _ in range(3)]
+    for c in conns:
+        info(c)
+    drains_in_old(srv, conns, "resume window")
+
+
+def case_tls_drains():
+    """TLS connections are not migrated (OpenSSL cannot hand a session to
+    another process): the old generation drains them as before. A request
+    right after the restart is answered by the old generation with
+    "Connection: close"; an idle connection is closed cleanly by it."""
+    cert, key = make_cert()
+    srv = server(tls=(cert, key))
+    conns = [Conn(srv.port, tls=True, timeout=20) for _ in range(3)]
+    for c in conns:
+        info(c)
+    old, new = drains_in_old(srv, conns, "TLS")
+    c = Conn(srv.port, tls=True, timeout=20)
+    check(info(c)[0] == new, "new generation does not serve TLS")
+
+
+def case_no_fd_leak():
+    """Connections moved through 5 generations: every generation holds the
+    same number of sockets for the same clients, each old generation exits
+    0, and once the clients close the last generation is back to its
+    listener (no fd kept for a migrated connection on either side)."""
+    srv = server()
+    n = 40
+    conns = [Conn(srv.port, timeout=20) for _ in range(n)]
+    for c in conns:
+        info(c)
+    first = srv.pid()
+    base = sockets(first)
+    log("  generation 1 (pid %d): %d sockets with %d clients" % (first, base, n))
+    for g in range(5):
+        old, new = restart(srv)
+        wait_gone(old)
+        for i, c in enumerate(conns):
+            pid, h = info(c)
+            check(pid == new, "generation %d: connection %d answered by %d" % (g + 2, i, pid))
+        got = wait_until(lambda: (lambda s: s if s == base else 0)(sockets(new)), 10,
+                         "generation %d to hold %d sockets (has %d)" % (g + 2, base, sockets(new)))
+        check(got == base, "sockets %d != %d" % (got, base))
+    check(srv.wait_exit(1) == 0, "first generation exit status")
+    last = srv.pid()
+    for c in conns:
+        c.close()
+    wait_until(lambda: sockets(last) == base - n, 10,
+               "the last generation to close the %d connections (has %d sockets, %d before)"
+               % (n, sockets(last), base))
+
+
+@T.case(timeout=300)
+def case_client_pool():
+    """The acceptance test of issue 11 at test scale: a pool of idle-pausing
+    keep-alive clients (tests/lib/clientpool.py, like bench/client-pool.py)
+    against examples/hello across restarts: no connection closed by the
+    server, no "Connection: close", no reopen, nothing lost, every response
+    right."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+    from clientpool import ClientPool
+    srv = Server(["--threads", "2"], binary=T.ctx.args.hello)
+    restarts, duration, conns = 5, 16.0, 200
+    pool = ClientPool("127.0.0.1", srv.port, conns=conns, expect_body=b"Hello, World!",
+                      pause_min=0.5, pause_max=2.5, seed=11)
+    state = {"done": 0, "next": 2.5, "gens": [srv.pid()]}
+
+    def tick(elapsed):
+        if state["done"] < restarts and elapsed >= state["next"]:
+            pid = srv.pid()
+            if pid:
+                os.kill(pid, signal.SIGHUP)
+                state["done"] += 1
+                state["next"] = elapsed + 2.5
+    counts = pool.run(duration, on_tick=tick)
+    wait_until(lambda: state["done"] == 0 or srv.pid() not in state["gens"][:1], 10, "restarts")
+    log("  %d connections, %d restarts, %.0f s: %s" % (conns, state["done"], duration, counts))
+    check(state["done"] == restarts, "only %d restarts" % state["done"])
+    check(counts["responses"] >= conns * 3, "too few responses: %s" % counts)
+    for k in ("closed_idle", "answered_close", "lost", "reopened", "connect_failed",
+              "bad_response", "unexpected_data"):
+        check(counts[k] == 0, "%s: %d (%s; first events %r)" % (k, counts[k], counts,
+                                                               pool.events[:5]))
+
+
+def case_bad_state():
+    """The successor treats a blob as untrusted input: a predecessor
+    (written here from docs/protocol.md) hands it one connection with a
+    blob of an unknown version and one with a truncated blob (both closed
+    and logged), and one with a valid blob carrying a partial request head
+    and a request count (served: the head completed by the client)."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(16)
+    port = lst.getsockname()[1]
+    # The connections handed over come from a listener of this process
+    # (the server accepts on lst itself).
+    mine = socket.socket()
+    mine.bind(("127.0.0.1", 0))
+    mine.listen(16)
+    logf = open(os.path.join(TMP, "successor.log"), "w")
+    fp = FakePredecessor([T.ctx.args.server, "--listen", "127.0.0.1:%d" % port,
+                          "--threads", "2", "--max-keepalive", "5"], lst, logf)
+    fp.ready()
+
+    def accepted():
+        cli = socket.create_connection(mine.getsockname(), timeout=10)
+        s, _ = mine.accept()
+        s.setblocking(False)
+        return cli, s
+
+    def blob(nreq, data, version=1, hdr=32, length=None):
+        b = b"hsH1" + bytes([version, hdr, 1, 0])
+        b += (nreq).to_bytes(4, "little") + (len(data) if length is None else length).to_bytes(
+            4, "little")
+        b += (0).to_bytes(8, "little") + bytes([2 if data else 1]) + bytes(7)
+        return b + bytes(hdr - 32) + data
+
+    partial = b"GET /info?moved HTTP/1.1\r\nHo"
+    conns = [accepted() for _ in range(3)]
+    states = [blob(0, b"", version=7), blob(4, partial, length=len(partial) + 5),
+              blob(4, partial)]
+    fp.send(1, states, [s.fileno() for _, s in conns])
+    a = fp.ack()
+    check(a is not None and a[:3] == (1, 3, 3), "acknowledgement %r" % (a,))
+    for _, s in conns:
+        s.close()
+    for i in range(2):
+        cli = conns[i][0]
+        cli.settimeout(10)
+        try:
+            d = cli.recv(100)
+        except ConnectionResetError:
+            d = b""
+        check(d == b"", "connection %d with a bad blob got %r" % (i, d))
+    cli = conns[2][0]
+    cli.sendall(b"st: x\r\n\r\n")
+    c = Conn.__new__(Conn)
+    c.s, c.buf, c.eof = cli, b"", False
+    st, h, body, _ = c.response()
+    check(st == 200 and b"query=moved" in body and pid_of(body) == fp.p.pid,
+          "partial head: %d %r" % (st, body[:80]))
+    # nreq was 4, so this fifth request of 5 closes.
+    check(h.get("connection") == "close", "request count not restored: %r" % h)
+    wait_until(lambda: "2 adopted connections closed" in open(logf.name).read(), 10,
+               "the refusals to be logged")
+    fp.kill()
+
+
+if __name__ == "__main__":
+    T.main(globals(), paths=["server", "hello"], timeout=120)

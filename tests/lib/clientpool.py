@@ -323,7 +323,10 @@ class ClientPool:
             self._connect_failed(c)
         elif what == "send" and c.state == IDLE:
             self._send(c)
-        elif what == "response" and c.state == SENT:
+        elif (what == "response" and c.state == SENT and
+              time.monotonic() >= c.sent_at + self.response_timeout):
+            # (a response timer of an earlier request on this connection
+            # fires too, and must not count the current one as lost)
             self._event("lost", c)
             self._reopen(c)
 

@@ -151,10 +151,15 @@ def case_in_flight():
     srv = server()
     a = Conn(srv.port, timeout=20)
     b = Conn(srv.port, timeout=20)
-    a.send(req("/defer?1500"))
-    b.send(req("/defer?1500") + req("/info?behind"))
+    t0 = time.monotonic()
+    a.send(req("/defer?5000"))
+    b.send(req("/defer?5000") + req("/info?behind"))
     time.sleep(0.3)
     old, new = restart(srv)
+    # The responses must still be in flight when the old generation drains
+    # (a long deferral: a sanitizer build on a busy machine restarts slowly).
+    took = time.monotonic() - t0
+    check(took < 4.5, "the restart took %.1f s, longer than the requests in flight" % took)
     for name, c in (("a", a), ("b", b)):
         st, h, body, _ = c.response()
         check(st == 200, "%s: in-flight status %d" % (name, st))

@@ -252,24 +252,6 @@ static int dispatch(struct hs_conn *c)
     return 1;
 }
 
-/* Hands the connection to HTTP/2 with the bytes read so far (the client
- * preface on an h2c listener, and what followed it). */
-static void h2_switch(struct hs_conn *c)
-{
-    struct hs_h1_blk *b = c->p;
-    size_t n = b->rlen - b->rstart;
-    char *copy = malloc(n);
-    if (!copy) {
-        hs_conn_close(c);
-        return;
-    }
-    memcpy(copy, b->rbuf + b->rstart, n);
-    b->rstart = b->rlen = 0;
-    blk_release(c);
-    (void)hs_h2_start(c, copy, n);
-    free(copy);
-}
-
 /* Parses and answers what the buffer holds. Returns 1 when something
  * happened (a request was dispatched, an error answered), 0 when more
  * input is needed. */
@@ -290,7 +272,7 @@ static int process(struct hs_conn *c)
             if (memcmp(b->rbuf, HS_H2_PREFACE, n) == 0) {
                 if (avail < HS_H2_PREFACE_LEN)
                     return 0;
-                h2_switch(c);
+                (void)hs_h2_start(c, b->rbuf, avail); /* releases b */
                 return 1;
             }
         }
@@ -416,7 +398,7 @@ static void drive(struct hs_conn *c)
                 goto flush;
             if (process(c)) {
                 if (c->state != HS_C_OPEN || c->h.ops != &hs_h1_proto.h)
-                    return; /* closed, or HTTP/2's now (h2_switch()) */
+                    return; /* closed, or HTTP/2's now */
                 if (--budget == 0 || handoff_now_usec() - start >= HS_SLICE_USEC) {
                     hs_ready_push(c->w, &c->h); /* let other connections in */
                     goto flush;

@@ -1876,9 +1876,22 @@ static bool tls_adequate(struct hs_conn *c)
 
 int hs_h2_start(struct hs_conn *c, const char *pre, size_t len)
 {
+    /* pre may be in the old protocol's buffer: copy it, then release
+     * what that protocol holds for c. */
+    char *copy = len ? malloc(len) : NULL;
+    if (len && !copy) {
+        hs_conn_close(c);
+        return -1;
+    }
+    if (len)
+        memcpy(copy, pre, len);
+    hs_conn_proto(c)->release(c);
+    c->p = NULL;
+    pre = copy;
     struct hs_h2_worker *x = worker_state(c->w);
     struct hs_h2 *h = x ? calloc(1, sizeof *h) : NULL;
     if (!h) {
+        free(copy);
         hs_conn_close(c);
         return -1;
     }
@@ -1897,6 +1910,7 @@ int hs_h2_start(struct hs_conn *c, const char *pre, size_t len)
     h->in_new = false;
     if (rv != 0) {
         free(h);
+        free(copy);
         hs_conn_close(c);
         return -1;
     }
@@ -1918,6 +1932,7 @@ int hs_h2_start(struct hs_conn *c, const char *pre, size_t len)
         if (r < 0)
             recv_failed(h, r);
     }
+    free(copy);
     c->read_more = true; /* data may have come with the handshake */
     h2_run(c);
     return c->state == HS_C_OPEN ? 0 : -1;

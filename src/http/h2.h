@@ -24,10 +24,12 @@ struct hs_worker;
 /* The HTTP/2 protocol. */
 extern const struct hs_proto hs_h2_proto;
 
-/* Turns the open connection c (holding no HTTP/1.1 block) into an HTTP/2
- * one and feeds it the len bytes already read (the preface and what
- * followed on an h2c listener; none after ALPN). Returns 0, or -1 when c
- * has been closed (out of memory, a bad preface). */
+/* Turns the open connection c into an HTTP/2 one and feeds it the len
+ * bytes already read (the preface and what followed on an h2c listener;
+ * none after ALPN), which may be in the old protocol's buffer: they are
+ * copied before that protocol's state is released (hs_proto.release).
+ * Returns 0, or -1 when c has been closed (out of memory, a bad
+ * preface). */
 int hs_h2_start(struct hs_conn *c, const char *pre, size_t len);
 
 /* The worker starts draining: each of its HTTP/2 connections sends the

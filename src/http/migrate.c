@@ -155,9 +155,10 @@ static handoff_http_server *find_server(handoff_http_server *const *servers, siz
                 only = servers[i];
         }
     }
-    if (total == 1)
+    if (total == 1 && only)
         return only->ls[0].ctx ? NULL : only;
     struct sockaddr_storage me, la;
+    memset(&me, 0, sizeof me);
     socklen_t ml = sizeof me;
     if (getsockname(fd, (struct sockaddr *)&me, &ml) < 0)
         return NULL;
@@ -167,6 +168,7 @@ static handoff_http_server *find_server(handoff_http_server *const *servers, siz
             continue;
         for (size_t k = 0; k < s->nls; k++) {
             socklen_t ll = sizeof la;
+            memset(&la, 0, sizeof la);
             if (getsockname(s->ls[k].fd, (struct sockaddr *)&la, &ll) == 0 &&
                 addr_match(&la, ll, &me, ml))
                 return s->ls[k].ctx ? NULL : s;
@@ -232,7 +234,7 @@ static int batch_add(struct mig_batch **slot, struct mig_ent *e)
     }
     if (bt->n == bt->cap) {
         size_t cap = bt->cap ? bt->cap * 2 : 16;
-        struct mig_ent **p = realloc(bt->e, cap * sizeof *p);
+        struct mig_ent **p = realloc(bt->e, cap * sizeof(struct mig_ent *));
         if (!p)
             return -ENOMEM;
         bt->e = p;
@@ -259,7 +261,8 @@ static void post_all(struct pending *pd, size_t n)
                 continue;
             /* Sorted by the start of their waits, so that each insertion
              * into a timeout list stops near its tail. */
-            qsort(bt->e, bt->n, sizeof *bt->e, by_since);
+            if (bt->n > 1)
+                qsort(bt->e, bt->n, sizeof(struct mig_ent *), by_since);
             hs_post(&pd[i].srv->ws[k], &bt->t);
         }
         free(pd[i].b);
@@ -292,7 +295,7 @@ int handoff_http_adopt(handoff_t *h, handoff_http_server *const *servers, size_t
             while (servers[si] != srv)
                 si++;
             if (!pd[si].b)
-                pd[si].b = calloc(srv->nws, sizeof *pd[si].b);
+                pd[si].b = calloc(srv->nws, sizeof(struct mig_batch *));
             unsigned wi = pick(srv);
             if (!pd[si].b || batch_add(&pd[si].b[wi], e) < 0) {
                 atomic_fetch_sub(&srv->ws[wi].load, 1);

@@ -153,7 +153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * read past it): the preface, then the input. */
     static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     size_t len = sizeof preface - 1 + size;
-    uint8_t *out = malloc(len ? len : 1);
+    uint8_t *out = malloc(len);
     if (!out)
         abort();
     memcpy(out, preface, sizeof preface - 1);

@@ -7,7 +7,7 @@
 #  tsan   clang, ThreadSanitizer (the HTTP module is threaded): the same;
 #  lint   clang-tidy, cppcheck and the structure report (scripts/lint.sh);
 #  memcheck  valgrind over the unit tests of the gcc build;
-#  fuzz   every libFuzzer harness for HANDOFF_FUZZ_SECONDS (60) seconds;
+#  fuzz   every libFuzzer harness for HANDOFF_FUZZ_SECONDS (30) seconds;
 #  install   an install into a temporary prefix, and a program built
 #         against it with pkg-config alone.
 # A failing stage does not stop the others; the summary at the end lists
@@ -76,7 +76,7 @@ memcheck() {
 # shellcheck disable=SC2046  # the target names are plain words
 fuzz() {
     cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DHANDOFF_FUZZ=ON \
-        -DHANDOFF_FUZZ_SECONDS="${HANDOFF_FUZZ_SECONDS:-60}" >/dev/null &&
+        -DHANDOFF_FUZZ_SECONDS="${HANDOFF_FUZZ_SECONDS:-30}" >/dev/null &&
         cmake --build build-fuzz -j "$JOBS" --target $(ls fuzz/fuzz-*.c | sed 's|fuzz/||; s|\.c$||') &&
         (cd build-fuzz && ctest -L fuzz -j "$JOBS" --output-on-failure)
 }

@@ -586,6 +586,7 @@ def splice_into(old, new, res):
     out, seen, in_summary, summary_new = [], set(), False, summary_lines(res)
     keys = tuple(ln.split(":")[0].split("(")[0].strip() for ln in summary_new)
     lines = body.rstrip("\n").split("\n")
+    lines[0] = new.split("\n", 1)[0]  # the title names every peer of this version
     i = 0
     while i < len(lines):
         ln = lines[i]

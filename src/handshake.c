@@ -3,6 +3,8 @@
  */
 #include "handshake.h"
 
+#include "shared/sockaddr.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,11 +107,9 @@ int handoff__hello_recv(int fd, struct hf_pred **out, size_t *nout)
 
     *out = NULL;
     *nout = 0;
-    do {
-        n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
+    n = handoff__recvmsg_nb(fd, &msg);
     if (n < 0)
-        return errno == EAGAIN ? 0 : -errno;
+        return n == -EAGAIN ? 0 : (int)n;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
@@ -200,11 +200,9 @@ int handoff__ready_recv(int sock, pid_t expect, pid_t *who, char *buf, size_t si
 
     *who = 0;
     *len = 0;
-    do {
-        n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
+    n = handoff__recvmsg_nb(sock, &msg);
     if (n < 0)
-        return errno == EAGAIN ? 0 : -errno;
+        return n == -EAGAIN ? 0 : (int)n;
     if (n == 0)
         return -EPIPE;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {

@@ -5,6 +5,7 @@
  */
 #include "migrate_impl.h"
 #include "log.h"
+#include "shared/sockaddr.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -113,11 +114,9 @@ int handoff__mig_recv_msg(int fd, void *buf, size_t len, int *fds, size_t maxfds
 
     *nfds = 0;
     *pid = 0;
-    do {
-        n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
+    n = handoff__recvmsg_nb(fd, &msg);
     if (n < 0)
-        return -errno;
+        return (int)n;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET)
             continue;

@@ -26,6 +26,8 @@
  */
 #include "tool.h"
 
+#include "shared/sockaddr.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -203,11 +205,9 @@ int notify_read(int fd, struct notify_msg *m)
     ssize_t n;
 
     memset(m, 0, sizeof *m);
-    do {
-        n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    } while (n < 0 && errno == EINTR);
+    n = handoff__recvmsg_nb(fd, &msg);
     if (n < 0)
-        return errno == EAGAIN ? 0 : -errno;
+        return n == -EAGAIN ? 0 : (int)n;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET)
             continue;

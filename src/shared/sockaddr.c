@@ -130,3 +130,13 @@ int handoff__unix_unlink_stale(const char *path)
     (void)close(fd);
     return r;
 }
+
+ssize_t handoff__recvmsg_nb(int fd, struct msghdr *msg)
+{
+    ssize_t n;
+
+    do {
+        n = recvmsg(fd, msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}

@@ -10,6 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 /* Fills *out from a struct sockaddr of salen bytes and a SO_TYPE. Returns
  * 0, -EINVAL (bad length), -EPROTOTYPE (a type handoff does not speak for
@@ -38,5 +40,11 @@ int handoff__unix_path(const handoff_addr *a, char *buf, size_t len);
  * live). Returns 0 if it was removed, -EADDRINUSE if it is live, not a
  * socket or gone, or another -errno. */
 int handoff__unix_unlink_stale(const char *path);
+
+/* recvmsg() for the library's and the command's control sockets: never
+ * blocks (MSG_DONTWAIT), fds received are close-on-exec
+ * (MSG_CMSG_CLOEXEC), EINTR is retried. Returns the bytes read, or -errno
+ * (-EAGAIN when nothing is waiting). */
+ssize_t handoff__recvmsg_nb(int fd, struct msghdr *msg);
 
 #endif

@@ -771,8 +771,15 @@ def case_sup_wrappers_and_user_preload():
     env = {"LD_PRELOAD": other} if os.path.exists(other) else {}
     p, logpath, control = handoff_run(["127.0.0.1:%d" % port], [script], extra=["--workers", "2"], env=env)
     pid = int(wait_served(port).split()[1])
+    # One worker serving does not mean both are ready (the second may still
+    # be starting on a loaded machine): wait for the supervisor's line.
+    want = "accepts on 127.0.0.1:%d" % port
+    try:
+        T.wait_until(lambda: want in read(logpath), 20, "the readiness line")
+    except Fail:
+        pass
     out = read(logpath)
-    check("accepts on 127.0.0.1:%d" % port in out, "readiness from the shim:\n" + out)
+    check(want in out, "readiness from the shim:\n" + out)
     e = proc_env(pid)
     want = ((other + ":") if env else "") + os.path.realpath(ARGS.lib)
     check(e[b"LD_PRELOAD"].decode() == want, "LD_PRELOAD %r, not %r" % (e[b"LD_PRELOAD"], want))

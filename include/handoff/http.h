@@ -505,7 +505,10 @@ HANDOFF_EXPORT int handoff_http_server_lame_duck(handoff_http_server *srv);
  * Each other keep-alive connection gets "Connection: close" on its next
  * response; a connection idle for a second (or new and silent for a
  * second) is closed, after one last read so that a request already on its
- * way is served. Calls on_drain. May
+ * way is served (handoff_http_serve() keeps this grace for a shutdown
+ * only: on an upgrade such a connection is never closed while idle; it
+ * closes after its next response, at its own idle/read timeout or at the
+ * hammer timeout). Calls on_drain. May
  * wait up to a second for a worker blocked in a handler. Idempotent.
  * Returns 0. */
 HANDOFF_EXPORT int handoff_http_server_drain(handoff_http_server *srv);

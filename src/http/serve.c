@@ -95,7 +95,12 @@ static void each(handoff_http_server **s, size_t n, int (*fn)(handoff_http_serve
  * drain has taken them out of every worker by then. */
 static void drain_all(handoff_t *h, handoff_http_server **s, size_t n, int reason)
 {
-    each(s, n, handoff_http_server_drain);
+    /* On an upgrade the successor serves meanwhile: what does not migrate
+     * is not closed while idle (its next response says "Connection:
+     * close"); a shutdown closes idle connections after a short grace. */
+    for (size_t i = 0; i < n; i++)
+        if (s[i])
+            (void)hs_server_drain(s[i], reason == HANDOFF_DRAIN_SHUTDOWN);
     if (reason != HANDOFF_DRAIN_SHUTDOWN)
         return;
     for (size_t i = 0; i < n; i++) {

@@ -50,9 +50,11 @@ static int fail(handoff_http_server *srv, int err, const char *fmt, ...)
 
 static void apply_drain(struct hs_worker *w)
 {
+    /* Every connection's next response gets "Connection: close"; on a
+     * shutdown idle and new ones are also closed as their shortened
+     * timeouts expire (a later shutdown drain may add the grace). */
+    w->drain_grace = atomic_load(&hs_server_of(w)->drain_grace) != 0;
     if (!w->draining) {
-        /* Idle and new connections are then closed as their shortened
-         * timeouts expire; the others get "Connection: close". */
         w->draining = true;
         hs_listeners_watch(w, false);
         /* With EPOLLEXCLUSIVE the kernel wakes one epoll instance per new
@@ -82,6 +84,7 @@ static void apply_resume(struct hs_worker *w, unsigned seq)
 {
     w->resume_seen = seq;
     w->draining = false;
+    w->drain_grace = false;
     hs_listeners_watch(w, true); /* which re-checks the flag: a new drain wins */
 }
 
@@ -341,10 +344,19 @@ int handoff_http_server_lame_duck(handoff_http_server *srv)
 
 int handoff_http_server_drain(handoff_http_server *srv)
 {
-    if (!srv)
-        return -EINVAL;
-    if (atomic_load(&srv->draining))
+    return srv ? hs_server_drain(srv, true) : -EINVAL;
+}
+
+int hs_server_drain(handoff_http_server *srv, bool grace)
+{
+    if (atomic_load(&srv->draining)) {
+        if (grace && !atomic_exchange(&srv->drain_grace, 1))
+            for (unsigned i = 0; i < srv->nws; i++)
+                if (srv->ws[i].started)
+                    hs_wake(&srv->ws[i]);
         return 0;
+    }
+    atomic_store(&srv->drain_grace, grace ? 1 : 0);
     unsigned seq = atomic_fetch_add(&srv->drain_seq, 1) + 1;
     atomic_store(&srv->draining, 1);
     /* Stop accepting before returning: the successor owns new

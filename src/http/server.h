@@ -42,6 +42,7 @@ struct handoff_http_server {
     bool started;
     bool stopped;
     atomic_int draining;
+    atomic_int drain_grace; /* the drain closes idle connections after a grace */
     atomic_int stopping;
     atomic_int lame;
     atomic_uint drain_seq;  /* drains started (a resume allows another) */
@@ -50,6 +51,12 @@ struct handoff_http_server {
     atomic_ulong mig_failed; /* hand-overs that failed (drained here) */
     char errmsg[256];       /* handoff_http_server_errmsg() */
 };
+
+/* handoff_http_server_drain(); grace: idle and new connections are closed
+ * after HS_DRAIN_GRACE_USEC (a shutdown, or a drain of unknown reason);
+ * without it (an upgrade) they stay open until their next response
+ * ("Connection: close"), their own timeout or the hammer. */
+int hs_server_drain(handoff_http_server *srv, bool grace);
 
 /* The server a worker serves. */
 static inline handoff_http_server *hs_server_of(const struct hs_worker *w)

@@ -232,8 +232,11 @@ static void run_tasks(struct hs_worker *w, bool cancel)
 static uint64_t tdur(const struct hs_worker *w, int cls)
 {
     uint64_t d = w->tdur[cls];
-    /* Draining shortens the waits for a request that may never come. */
-    if (w->draining && (cls == HS_T_IDLE || cls == HS_T_NEW) && d > HS_DRAIN_GRACE_USEC)
+    /* A shutdown drain shortens the waits for a request that may never
+     * come (an upgrade drain does not: the successor serves meanwhile,
+     * and closing an idle connection races with the client's next
+     * request on it; "Connection: close" ends it without a race). */
+    if (w->drain_grace && (cls == HS_T_IDLE || cls == HS_T_NEW) && d > HS_DRAIN_GRACE_USEC)
         d = HS_DRAIN_GRACE_USEC;
     return d;
 }

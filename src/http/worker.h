@@ -45,8 +45,8 @@ enum hs_tclass {
     HS_T_COUNT
 };
 
-/* While draining, a keep-alive connection idle for this long is closed
- * (as is a new one that has sent nothing). One active more recently may
+/* While draining for a shutdown (drain_grace), a keep-alive connection
+ * idle for this long is closed (as is a new one that has sent nothing). One active more recently may
  * have its next request on the way: a busy client sends it within
  * microseconds, but one stalled by the scheduler for a few hundred
  * milliseconds must not find the connection closed under the request,
@@ -120,7 +120,8 @@ struct hs_worker {
     pthread_t thread;
     bool started;
     bool inited;                /* mu initialised */
-    bool draining;              /* set by the owner's on_wake: grace periods */
+    bool draining;              /* set by the owner's on_wake */
+    bool drain_grace;           /* idem: shorten NEW/IDLE (a shutdown) */
     bool finishing;             /* stopped: no new deferred callbacks */
     int epfd;
     int evfd;

@@ -2,6 +2,7 @@
 results (a dict, as in build-bench/results/results.json). gnuplot draws
 the plots (pngcairo)."""
 import os
+import re
 import statistics
 import subprocess
 import tempfile
@@ -615,7 +616,12 @@ def splice_into(old, new, res):
                 out += repro
                 break
         elif ln.startswith("Sections “") and "redrawn by" in ln:
-            i += 2  # an earlier partial run's line (and its blank): replaced below
+            # An earlier partial run's line: kept while some of its sections
+            # are still from it (this run's own line follows the header).
+            earlier = set(re.findall(r"“([^”]+)”", ln.split(":", 1)[0]))
+            if earlier - set(newsec):
+                out += [ln, ""]
+            i += 2
             continue
         elif in_summary and ln.startswith("- ") and ln.split(":")[0].split("(")[0].strip() in keys:
             i += 1

@@ -407,6 +407,66 @@ def md_pool(pl):
     return out
 
 
+def md_h2(h):
+    s, pa = h["summary"], h["params"]
+    out = ["## 6. HTTP/2 over TLS", "",
+           "`bench/h2-bench.py`: `h2load -t%d -c%d -m%d -D %d --warm-up-time 1` over TLS 1.3 "
+           "with ALPN h2 (the same P-256 certificate for all), %s, the servers interleaved "
+           "(reversed every other round), medians; p99 from h2load's per-request log. Then "
+           "%s idle HTTP/2 connections per server (TLS handshake, SETTINGS exchanged, one "
+           "`GET /` answered, then idle) and the servers' Pss and Private before and after, "
+           "per connection. hello: `hello --http2 --threads N`; nginx 1.22: `http2` on the "
+           "listener, `worker_processes N`; h2o 2.2: `num-threads: N`. Ratios: hello / peer "
+           "(requests/s: > 1 means hello is faster; p99 and memory: < 1 means hello is "
+           "better)." % (pa["threads"], pa["conns"], pa["streams"], pa["seconds"],
+                          rounds(pa["rounds"]), "{:,}".format(pa["idle"])), "",
+           "| workers | server | requests/s | p99 | failed | idle Pss B/conn | idle Private "
+           "B/conn | hello/nginx: req/s | p99 | idle Pss |",
+           "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for w in (1, 2):
+        for k in ("hello", "nginx", "h2o"):
+            r = s.get("%s-%d" % (k, w))
+            if not r:
+                continue
+            rt = s.get("hello/nginx-%d" % w, {}) if k == "hello" else {}
+            out.append("| %d | %s | %s | %s ms | %d | %s | %s | %s | %s | %s |" % (
+                w, MEM_LABEL.get(k, k), f0(r["rps"]), f2(r["p99_ms"]), r["failed"],
+                f0(r["idle_pss"]), f0(r["idle_private"]),
+                "**%s**" % rx(rt["rps"]) if rt.get("rps") else "",
+                rx(rt["p99_ms"]) if rt.get("p99_ms") else "",
+                "**%s**" % rx(rt["idle_pss"]) if rt.get("idle_pss") else ""))
+    out.append("")
+    return out
+
+
+def md_handover(hv):
+    out = ["## 7. Handing 10,000 idle connections to the next generation", "",
+           "The `idle-10k` cases of `tests/it-migrate.py` (examples/echo) and "
+           "`tests/it-http-migrate.py` (examples/hello, plain HTTP/1.1), run as scripts on "
+           "Release builds: 10,000 idle connections, then 3 restarts in a row; each time, the "
+           "time from the successor's readiness to its last adoption (from the successor's "
+           "own log), the successor's CPU time meanwhile, and every connection checked to "
+           "answer afterwards. %d run%s of 3 hand-overs each." % (
+               len({r["round"] for r in hv["runs"]}) or 0,
+               "s" if len({r["round"] for r in hv["runs"]}) > 1 else ""), "",
+           "| server | connections | ready → last adoption, median | min | max | successor "
+           "CPU, median | RSS per generation | load per CPU |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for srv in ("echo", "hello"):
+        rs = [r for r in hv["runs"] if r["server"] == srv]
+        if not rs:
+            continue
+        t = [x for r in rs for x in r["ready_to_last_adoption_ms"]]
+        c = [x for r in rs for x in r["successor_cpu_ms"]]
+        rss = [x for r in rs for x in r["rss_kb"]]
+        out.append("| %s | %s | **%s ms** | %s ms | %s ms | %s ms | %s–%s KiB | %s |" % (
+            srv, "{:,}".format(rs[0]["connections"]), f0(statistics.median(t)), f0(min(t)),
+            f0(max(t)), f0(statistics.median(c)), f0(min(rss)), f0(max(rss)),
+            f2(statistics.median(r["load_per_cpu"] for r in rs))))
+    out.append("")
+    return out
+
+
 def busy_note(nb):
     b = nb.get("busy_pct")
     if not b:
@@ -474,6 +534,23 @@ def summary_lines(res):
                 pr["lost"]))
         out.append("- Idle keep-alive clients, per restart (%d connections): %s." % (
             sec["pool"]["conns"], "; ".join(parts)))
+    if "h2" in sec:
+        s = sec["h2"]["summary"]
+        out.append("- HTTP/2 over TLS, hello / nginx: requests/s %s; idle connection Pss %s." % (
+            ", ".join("**%s** with %d worker%s" % (rx(s["hello/nginx-%d" % w]["rps"]), w,
+                                                 "s" if w > 1 else "")
+                      for w in (1, 2) if s.get("hello/nginx-%d" % w, {}).get("rps")),
+            rx(s["hello/nginx-1"]["idle_pss"]) if s.get("hello/nginx-1", {}).get("idle_pss")
+            else "n/a"))
+    if "handover" in sec:
+        parts = []
+        for srv in ("echo", "hello"):
+            t = [x for r in sec["handover"]["runs"] if r["server"] == srv
+                 for x in r["ready_to_last_adoption_ms"]]
+            if t:
+                parts.append("%s %s ms" % (srv, f0(statistics.median(t))))
+        out.append("- Hand-over of 10,000 idle connections, ready → last adoption (median): "
+                   "%s." % ", ".join(parts))
     return out
 
 
@@ -535,6 +612,10 @@ def write(res, outdir, splice=False):
         L += md_memory(sec["memory"])
     if "pool" in sec:
         L += md_pool(sec["pool"])
+    if "h2" in sec:
+        L += md_h2(sec["h2"])
+    if "handover" in sec:
+        L += md_handover(sec["handover"])
     L += ["## Reproducing", "",
           "On Debian 12, as root, from the repository (the shared harness is expected at "
           "`../shared/bench`, or pass `--harness DIR`):", "", "```sh",

@@ -364,6 +364,55 @@ def case_idle():
     log("idle connection: GOAWAY(NO_ERROR) and close after %.2fs" % dt)
 
 
+def minflt(pid):
+    """The process's minor page faults so far (all its threads)."""
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    return int(s[s.rindex(")") + 2:].split()[7])
+
+
+def case_trim():
+    """An idle connection gives nghttp2's large blocks (the 16 KiB frame
+    buffer) back to the kernel, but only once it has stayed idle: pages
+    given back fault in again when touched, so a trim on the request path
+    (at every idle transition) shows as page faults in every request.
+    Sequential requests on one connection fall idle between each other:
+    they must cost (nearly) no page fault; connections left idle for a
+    while must fault their frame buffer in again on their next request."""
+    srv = Server(["--threads", "1"], tls=False, h2c=True)
+    pid = srv.pid()
+    c = H2(srv.port, tls=False)
+    for _ in range(100):  # warm up: pools, the heap
+        check(c.get("/", scheme="http").status == 200, "warm-up request")
+    n, rounds = 300, []
+    for _ in range(3):  # the best of 3: a scheduler stall over the trim delay costs a trim
+        f0, t0 = minflt(pid), time.monotonic()
+        for _ in range(n):
+            check(c.get("/", scheme="http").status == 200, "request")
+        rounds.append(((minflt(pid) - f0) / n, time.monotonic() - t0))
+        if rounds[-1][0] < 0.5:
+            break
+    per, dt = min(rounds)
+    log("%d sequential requests on one connection: %.2f page faults per request "
+        "(%.2fs; rounds %s)" % (n, per, dt, rounds))
+    check(per < 0.5, "requests fault pages in: trimmed on the request path? %s" % rounds)
+    c.close()
+    # Idle connections are trimmed: their next request faults in again the
+    # pages of the frame buffer that its response touches (at least one).
+    conns = [H2(srv.port, tls=False) for _ in range(40)]
+    for k in conns:
+        check(k.get("/", scheme="http").status == 200, "request")
+    time.sleep(2.0)
+    f0 = minflt(pid)
+    for k in conns:
+        check(k.get("/", scheme="http").status == 200, "request after idling")
+    faults = minflt(pid) - f0
+    log("40 connections idle for 2 s: %d page faults for their next requests" % faults)
+    check(faults >= 40, "idle connections not trimmed: %d faults for 40 requests" % faults)
+    for k in conns:
+        k.close()
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:

@@ -29,10 +29,11 @@
  *
  * Timers. Connection-level ones use the worker's timeout classes (NEW,
  * IDLE, WRITE, LINGER); the per-stream ones (the request's read timeout,
- * a response making no progress) and the drain's PING fallback each have
- * one duration, so each is a list sorted by start time, per worker, and
- * one deferred callback of the worker (hs_timer_add(), "the tick") is
- * kept pending at or before the earliest of their deadlines.
+ * a response making no progress), the drain's PING fallback and the trim
+ * of idle connections each have one duration, so each is a list sorted by
+ * start time, per worker, and one deferred callback of the worker
+ * (hs_timer_add(), "the tick") is kept pending at or before the earliest
+ * of their deadlines.
  *
  * This file is over 600 lines: nghttp2's callbacks, the streams they
  * create and the connection that drives them share one private state
@@ -71,6 +72,12 @@
 #define H2_KEEP 4096
 /* How long to wait for the drain PING's ACK before the final GOAWAY. */
 #define H2_PING_USEC (1000 * HANDOFF_USEC_PER_MSEC)
+/* How long a connection stays idle before its large blocks are given back
+ * (h2_trim()): a busy client's connection falls idle between its batches
+ * of requests all the time, and giving the pages back then (a TLB
+ * shootdown on every CPU the process runs on) and faulting them in again
+ * for the next batch cost more than the requests themselves. */
+#define H2_TRIM_USEC (500 * HANDOFF_USEC_PER_MSEC)
 /* Blocks nghttp2 allocates of this size or more are page-aligned and
  * tracked, so that an idle connection can give their memory back (see
  * h2_trim()); at most H2_BIG of them per session. */
@@ -181,6 +188,11 @@ struct hs_h2 {
     } big[H2_BIG];
     bool in_new;   /* inside nghttp2_session_server_new3() */
     bool trimmed;  /* the large blocks were given back since the last use */
+    bool used;     /* input or output since update_timer() last ran */
+    /* The trim list: idle connections, by the time they fell idle. */
+    bool in_trim;
+    uint64_t itsince;
+    struct hs_h2 *iprev, *inext;
 };
 
 struct h2_plist {
@@ -196,6 +208,7 @@ struct hs_h2_worker {
     char *wbuf;
     struct h2_list rd, wr;
     struct h2_plist ping;
+    struct h2_plist trim;
     struct hs_h2_stream *pool;
     unsigned npool;
     uint64_t tick_at;   /* the earliest pending tick, 0 if none */
@@ -231,7 +244,8 @@ static void tick_need(struct hs_worker *w, uint64_t at);
  * buffer only carries the frame being serialised, and the map of a session
  * without streams is all zeros. nghttp2 allocates through these functions:
  * blocks of H2_BIG_MIN bytes or more are page-aligned and remembered, and
- * when the connection falls idle their pages are given back to the kernel
+ * once the connection has stayed idle for H2_TRIM_USEC (the trim list,
+ * checked by the tick) their pages are given back to the kernel
  * (MADV_DONTNEED: they read as zeros when touched again). The frame buffer
  * is the large block allocated while the session is created; any other
  * block is only given back if it is all zeros anyway.
@@ -316,7 +330,8 @@ static bool all_zero(const void *p, size_t n)
     return true;
 }
 
-/* The connection fell idle: no stream, nothing to send. */
+/* The connection has been idle (no stream, nothing to send) for
+ * H2_TRIM_USEC: the trim list's tick (run_due()). */
 static void h2_trim(struct hs_h2 *h)
 {
     if (h->trimmed || !h->ng)
@@ -404,6 +419,41 @@ static void ping_add(struct hs_h2 *h)
     } else {
         l->head = h;
         tick_need(h->c->w, h->ptsince + H2_PING_USEC);
+    }
+    l->tail = h;
+}
+
+static void trim_cancel(struct hs_h2 *h)
+{
+    if (!h->in_trim)
+        return;
+    struct h2_plist *l = &hw(h->c)->trim;
+    if (h->iprev)
+        h->iprev->inext = h->inext;
+    else
+        l->head = h->inext;
+    if (h->inext)
+        h->inext->iprev = h->iprev;
+    else
+        l->tail = h->iprev;
+    h->iprev = h->inext = NULL;
+    h->in_trim = false;
+}
+
+/* The connection is idle from now: trimmed H2_TRIM_USEC later unless it
+ * is used meanwhile. */
+static void trim_later(struct hs_h2 *h)
+{
+    struct h2_plist *l = &hw(h->c)->trim;
+    trim_cancel(h);
+    h->in_trim = true;
+    h->itsince = h->c->w->now;
+    h->iprev = l->tail;
+    if (l->tail) {
+        l->tail->inext = h;
+    } else {
+        l->head = h;
+        tick_need(h->c->w, h->itsince + H2_TRIM_USEC);
     }
     l->tail = h;
 }
@@ -602,6 +652,7 @@ static int h2_flush(struct hs_h2 *h)
                 break;
             }
             h->trimmed = false; /* the frame buffer is in use again */
+            h->used = true;
             size_t room = H2_WBUF - len;
             if ((size_t)n <= room) {
                 memcpy(wb + len, p, (size_t)n);
@@ -1452,6 +1503,7 @@ static void graceful(struct hs_h2 *h)
 static void h2_cut(struct hs_h2 *h)
 {
     ping_del(h);
+    trim_cancel(h);
     struct hs_h2_stream *s = h->all;
     while (s) {
         struct hs_h2_stream *next = s->anext;
@@ -1521,8 +1573,15 @@ static void update_timer(struct hs_h2 *h)
     else
         cls = HS_T_IDLE;
     hs_tset(c->w, &c->h, cls, false);
-    if (cls == HS_T_IDLE && !nghttp2_session_want_write(h->ng))
-        h2_trim(h);
+    /* Never trimmed here, on the request path: only once it has stayed
+     * idle (the tick). Used since it fell idle: its wait starts again. */
+    if (cls == HS_T_IDLE && !nghttp2_session_want_write(h->ng)) {
+        if (!h->trimmed && (h->used || !h->in_trim))
+            trim_later(h);
+    } else {
+        trim_cancel(h);
+    }
+    h->used = false;
 }
 
 /* Makes all the progress possible: responses changed by the application
@@ -1561,6 +1620,7 @@ static void h2_run(struct hs_conn *c)
         long n = hs_conn_read(c, buf, sizeof buf);
         if (n > 0) {
             h->trimmed = false;
+            h->used = true;
 #ifndef HANDOFF_HAVE_NGHTTP2_MAX_CONTINUATIONS
             if (count_continuations(h, (const uint8_t *)buf, (size_t)n)) {
                 (void)nghttp2_session_terminate_session(h->ng, NGHTTP2_ENHANCE_YOUR_CALM);
@@ -1795,6 +1855,8 @@ static uint64_t next_deadline(struct hs_worker *w)
         next = hs_sat_add(x->wr.head->tsince, o->write_timeout_usec);
     if (x->ping.head && x->ping.head->ptsince + H2_PING_USEC < next)
         next = x->ping.head->ptsince + H2_PING_USEC;
+    if (x->trim.head && x->trim.head->itsince + H2_TRIM_USEC < next)
+        next = x->trim.head->itsince + H2_TRIM_USEC;
     return next;
 }
 
@@ -1856,6 +1918,10 @@ static void run_due(struct hs_worker *w)
         ping_del(h);
         graceful(h); /* no PING ACK within a second: GOAWAY anyway */
         hs_ready_push(h->c->w, &h->c->h);
+    }
+    while ((h = x->trim.head) && h->itsince + H2_TRIM_USEC <= w->now) {
+        trim_cancel(h);
+        h2_trim(h); /* idle all along: it left the list when it was not */
     }
 }
 

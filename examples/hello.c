@@ -34,6 +34,7 @@ static const char usage[] =
     "  --max-requests N    requests (HTTP/2: streams) per connection (default 10000)\n"
     "  --no-migrate        on a restart, keep connections and drain them here\n"
     "                      instead of handing them to the new process\n"
+    "  --verbose           log every event (restarts, connections adopted)\n"
     "  --help              this text\n";
 
 static int eq(handoff_http_str s, const char *lit)
@@ -112,6 +113,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--no-migrate") == 0) {
             o.no_migrate = 1;
+            continue;
+        }
+        if (strcmp(a, "--verbose") == 0) {
+            core.log_level = HANDOFF_LOG_INFO;
             continue;
         }
         if (!v) {

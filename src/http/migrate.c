@@ -46,8 +46,6 @@ struct mig_ent {
     int cls;            /* its timeout class (enum hs_tclass) */
     uint32_t nreq;
     uint64_t since;     /* when its wait began (handoff_now_usec()) */
-    socklen_t peer_len;
-    struct sockaddr_storage peer;
     size_t len;
     char in[];          /* unparsed input */
 };
@@ -66,11 +64,14 @@ static void ent_drop(struct hs_worker *w, struct mig_ent *e)
     atomic_fetch_sub(&w->load, 1);
 }
 
-/* Starts one adopted connection on w, as an accepted one with its state. */
-static void ent_start(struct hs_worker *w, struct mig_ent *e)
+/* Starts one adopted connection on w, as an accepted one with its state;
+ * cur: a cursor per timeout class (hs_tset_at()). */
+static void ent_start(struct hs_worker *w, struct mig_ent *e, struct hs_handle **cur)
 {
-    struct hs_conn *c =
-        hs_conn_new(w, e->fd, (const struct sockaddr *)&e->peer, e->peer_len, NULL, &hs_h1_proto);
+    /* The peer's address is read when a request needs it (hs_conn_peer()):
+     * one system call less per connection handed over. */
+    static const struct sockaddr unknown = {.sa_family = AF_UNSPEC};
+    struct hs_conn *c = hs_conn_new(w, e->fd, &unknown, 0, NULL, &hs_h1_proto);
     if (!c) {
         ent_drop(w, e);
         return;
@@ -96,20 +97,31 @@ static void ent_start(struct hs_worker *w, struct mig_ent *e)
         b->rlen = e->len;
     }
     /* The wait goes on from where it was (the list stays sorted). */
-    hs_tset_at(w, &c->h, e->cls, e->since);
-    c->read_more = true;
-    hs_ready_push(w, &c->h);
+    hs_tset_at(w, &c->h, e->cls, e->since, &cur[e->cls]);
+    /* Input from the blob is parsed at once, and a draining worker (a
+     * back-to-back restart) passes the connection straight on. An idle
+     * one needs no turn (nor a read that would say EAGAIN): its
+     * registration (EPOLL_CTL_ADD, edge-triggered) reports what the
+     * socket holds already, so a request that came during the hand-over
+     * is an event like any other. */
+    if (e->len || w->draining) {
+        c->read_more = true;
+        hs_ready_push(w, &c->h);
+    }
 }
 
 static void batch_run(struct hs_worker *w, struct hs_task *t, bool cancel)
 {
     struct mig_batch *bt = (struct mig_batch *)(void *)t;
+    struct hs_handle *cur[HS_T_COUNT] = {NULL};
     w->now = handoff_now_usec();
-    for (size_t i = 0; i < bt->n; i++) {
+    /* Latest wait first (the batch is sorted by since): each timeout
+     * list is merged with the batch in one walk back from its tail. */
+    for (size_t i = bt->n; i-- > 0;) {
         if (cancel)
             ent_drop(w, bt->e[i]);
         else
-            ent_start(w, bt->e[i]);
+            ent_start(w, bt->e[i], cur);
         free(bt->e[i]);
     }
     free(bt->e);
@@ -214,11 +226,6 @@ static struct mig_ent *ent_new(const handoff_adopted *ad, const struct hs_mig_st
     e->len = st->len;
     if (st->len)
         memcpy(e->in, st->in, st->len);
-    e->peer_len = sizeof e->peer;
-    if (getpeername(ad->fd, (struct sockaddr *)&e->peer, &e->peer_len) < 0) {
-        free(e);
-        return NULL; /* reset meanwhile */
-    }
     return e;
 }
 

@@ -116,16 +116,21 @@ static void drain_all(handoff_t *h, handoff_http_server **s, size_t n, int reaso
 }
 
 /* HANDOFF_EVENT_ADOPT: connections from the predecessor, or our own back
- * from the successor. */
-static void adopt(handoff_t *h, handoff_http_server **s, size_t n, const struct logger *lg)
+ * from the successor. The info line gives the running total and the time
+ * since this process's handoff_ready() (how long a hand-over takes). */
+static void adopt(handoff_t *h, handoff_http_server **s, size_t n, const struct logger *lg,
+                  uint64_t ready_at, unsigned long *total)
 {
     handoff_http_adopt_counts k = {0, 0, 0};
     int r = handoff_http_adopt(h, s, n, &k);
     if (r < 0)
         say(lg, HANDOFF_LOG_ERR, "adopting connections: %s", strerror(-r));
+    *total += k.adopted;
     if (k.adopted || k.returned)
-        say(lg, HANDOFF_LOG_INFO, "adopted %lu connections, %lu returned by the successor",
-            k.adopted, k.returned);
+        say(lg, HANDOFF_LOG_INFO,
+            "adopted %lu connections (total %lu, %llu us after ready), %lu returned by the "
+            "successor",
+            k.adopted, *total, (unsigned long long)(handoff_now_usec() - ready_at), k.returned);
     if (k.refused)
         say(lg, HANDOFF_LOG_WARNING,
             "%lu adopted connections closed (unreadable state or no plain listener for them)",
@@ -223,6 +228,8 @@ int handoff_http_serve(const handoff_http_serve_options *opts, const handoff_htt
         if (r < 0)
             say(&lg, HANDOFF_LOG_ERR, "handoff_ready: %s", handoff_errmsg(h));
     }
+    uint64_t ready_at = handoff_now_usec();
+    unsigned long adopted = 0;
 
     uint64_t lame_until = HANDOFF_NO_TIMEOUT;
     bool held = false;
@@ -253,7 +260,7 @@ int handoff_http_serve(const handoff_http_serve_options *opts, const handoff_htt
                 drain_all(h, srv, n, ev.reason);
             }
         } else if (ev.type == HANDOFF_EVENT_ADOPT) {
-            adopt(h, srv, n, &lg);
+            adopt(h, srv, n, &lg, ready_at, &adopted);
         } else if (ev.type == HANDOFF_EVENT_RESUME) {
             /* The successor died within the resume window: serve again. */
             each(srv, n, handoff_http_server_resume);

@@ -280,7 +280,8 @@ void hs_tset(struct hs_worker *w, struct hs_handle *h, int cls, bool refresh)
     l->tail = h;
 }
 
-void hs_tset_at(struct hs_worker *w, struct hs_handle *h, int cls, uint64_t since)
+void hs_tset_at(struct hs_worker *w, struct hs_handle *h, int cls, uint64_t since,
+                struct hs_handle **from)
 {
     hs_tset(w, h, HS_T_NONE, false);
     if (cls == HS_T_NONE || h->dead)
@@ -288,7 +289,11 @@ void hs_tset_at(struct hs_worker *w, struct hs_handle *h, int cls, uint64_t sinc
     if (since > w->now)
         since = w->now;
     struct hs_tlist *l = &w->tl[cls];
-    struct hs_handle *after = l->tail;
+    struct hs_handle *after = from && *from && *from != h && (*from)->tclass == cls && !(*from)->dead
+                                  ? *from
+                                  : l->tail;
+    if (from)
+        *from = h;
     while (after && after->tsince > since)
         after = after->tprev;
     h->tclass = (uint8_t)cls;

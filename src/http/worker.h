@@ -200,8 +200,13 @@ void hs_tset(struct hs_worker *w, struct hs_handle *h, int cls, bool refresh);
 
 /* Puts h in timeout class cls as if it had entered it at since (at most
  * now): a connection adopted from another generation keeps its wait. The
- * list stays sorted (the insertion walks back from its tail). */
-void hs_tset_at(struct hs_worker *w, struct hs_handle *h, int cls, uint64_t since);
+ * list stays sorted: the insertion walks back from *from (the handle
+ * inserted before into cls, kept there by this call) or, if *from is
+ * NULL or not in cls, from the tail. A batch inserted in descending
+ * order of since, with one cursor per class, costs O(list + batch), not
+ * O(list x batch). */
+void hs_tset_at(struct hs_worker *w, struct hs_handle *h, int cls, uint64_t since,
+                struct hs_handle **from);
 
 /* Gives h a turn (ops->run) in the next round, after others' events. */
 void hs_ready_push(struct hs_worker *w, struct hs_handle *h);

@@ -593,11 +593,15 @@ def case_stop_status(tmp):
         check(sup.stop() == 0, f"echo: status {sup.proc.returncode}")
     finally:
         sup.kill()
+    # The worker says when it ignores SIGTERM: --ready-delay alone is no
+    # proof that the shell has run its trap yet (on a loaded machine it had
+    # not, 100 ms after the start: SIGTERM killed it, status 143).
     ready = os.path.join(tmp, "ready")
-    sup = Supervisor(tmp, ["/bin/sh", "-c", "trap '' TERM; sleep 30 & wait; wait"],
+    sup = Supervisor(tmp, ["/bin/sh", "-c", f"trap '' TERM; : > '{ready}'; sleep 30 & wait; wait"],
                      extra=["--ready-delay", "0.1", "--drain-timeout", "0.5"], name="stubborn")
     try:
         sup.wait_ready()
+        wait_until(lambda: os.path.exists(ready), 30, "the worker to ignore SIGTERM")
         t0 = time.monotonic()
         rc = sup.stop()
         took = time.monotonic() - t0
@@ -609,7 +613,6 @@ def case_stop_status(tmp):
         check(not [p for p in descendants(sup.pid)], "leftover processes")
     finally:
         sup.kill()
-    del ready
 
 
 def case_rolling(tmp):

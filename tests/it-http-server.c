@@ -35,6 +35,8 @@
  * --crash-after-ready MS makes the process die (SIGKILL) MS ms after it
  * has become the serving generation (its pid is in the --pid-file): a new
  * version that fails right after taking over, for the resume window.
+ * --crash-after-adopt N: it dies (SIGKILL) once it has adopted N or more
+ * connections from its predecessor (it logs at the info level then).
  *
  * --no-migrate 1 turns connection migration off; --no-migrate-if PATH
  * does when PATH exists as the process starts (a successor that does not
@@ -615,6 +617,26 @@ static int start_crash_thread(struct crash *cr)
     return r == 0 ? 0 : -1;
 }
 
+/* --crash-after-adopt N: the core's log function, which also dies by
+ * SIGKILL once handoff_http_serve() reports N or more connections adopted
+ * from the predecessor (right after handoff_http_adopt(): those were
+ * acknowledged, so they die with this process). */
+static unsigned long crash_after_adopt;
+
+static void crash_log(void *userdata, int level, const char *msg)
+{
+    (void)userdata;
+    (void)level;
+    fprintf(stderr, "handoff[%ld]: %s\n", (long)getpid(), msg);
+    unsigned long got, total;
+    if (crash_after_adopt && sscanf(msg, "adopted %lu connections (total %lu", &got, &total) == 2 &&
+        total >= crash_after_adopt) {
+        fprintf(stderr, "it-http-server[%ld]: crashing after adopting %lu connections\n",
+                (long)getpid(), total);
+        (void)kill(getpid(), SIGKILL);
+    }
+}
+
 static uint64_t num(const char *s)
 {
     return strtoull(s, NULL, 10);
@@ -684,6 +706,11 @@ int main(int argc, char **argv)
             core.resume_window_usec = usec(v);
         else if (!strcmp(a, "--crash-after-ready"))
             crash.ms = (long)num(v);
+        else if (!strcmp(a, "--crash-after-adopt")) {
+            crash_after_adopt = (unsigned long)num(v);
+            core.log = crash_log;
+            core.log_level = HANDOFF_LOG_INFO;
+        }
         else if (!strcmp(a, "--stream-buffer"))
             o.stream_buffer_bytes = (size_t)num(v);
         else if (!strcmp(a, "--log-requests"))

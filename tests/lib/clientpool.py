@@ -130,6 +130,9 @@ class ClientPool:
         self.conns = [_Conn(i) for i in range(conns)]
         self.t0 = None
         self.stopping = False
+        # The latest a timer ran after it was due (seconds): how far this
+        # process itself fell behind (a client that is the bottleneck).
+        self.max_lag = 0.0
 
     # -- bookkeeping ------------------------------------------------------
 
@@ -327,8 +330,12 @@ class ClientPool:
               time.monotonic() >= c.sent_at + self.response_timeout):
             # (a response timer of an earlier request on this connection
             # fires too, and must not count the current one as lost)
-            self._event("lost", c)
-            self._reopen(c)
+            # The loop may be late (a busy client): a response already in
+            # the socket is not lost; read it before judging.
+            self._readable(c)
+            if c.state == SENT and c.sock is not None:
+                self._event("lost", c)
+                self._reopen(c)
 
     # -- the loop -----------------------------------------------------------
 
@@ -363,8 +370,9 @@ class ClientPool:
                     self._readable(c)
             now = time.monotonic()
             while self.timers and self.timers[0][0] <= now:
-                _, _, c, gen, what = heapq.heappop(self.timers)
+                at, _, c, gen, what = heapq.heappop(self.timers)
                 if gen == c.gen:
+                    self.max_lag = max(self.max_lag, now - at)
                     self._on_timer(c, what)
         # Let requests already sent finish (bounded), without sending more.
         self.stopping = True
@@ -377,8 +385,10 @@ class ClientPool:
             now = time.monotonic()
             for c in self.conns:
                 if c.state == SENT and now > c.sent_at + self.response_timeout:
-                    self._event("lost", c)
-                    self._drop(c)
+                    self._readable(c)
+                    if c.state == SENT and c.sock is not None:
+                        self._event("lost", c)
+                        self._drop(c)
         for c in self.conns:
             self._drop(c)
         self.sel.close()

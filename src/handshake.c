@@ -110,19 +110,7 @@ int handoff__hello_recv(int fd, struct hf_pred **out, size_t *nout)
     n = handoff__recvmsg_nb(fd, &msg);
     if (n < 0)
         return n == -EAGAIN ? 0 : (int)n;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int x;
-            memcpy(&x, CMSG_DATA(c) + i * sizeof(int), sizeof x);
-            if (nfds < HF_HELLO_MAX)
-                fds[nfds++] = x;
-            else
-                (void)close(x);
-        }
-    }
+    (void)handoff__msg_take(&msg, NULL, fds, HF_HELLO_MAX, &nfds);
     buf[n] = '\0';
     if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || strncmp(buf, "HELLO=1\n", 8) != 0) {
         r = -EBADMSG;
@@ -195,7 +183,7 @@ int handoff__ready_recv(int sock, pid_t expect, pid_t *who, char *buf, size_t si
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl,
                          .msg_controllen = sizeof ctl};
     struct ucred cred = {0};
-    bool have_cred = false;
+    bool have_cred;
     ssize_t n;
 
     *who = 0;
@@ -205,21 +193,8 @@ int handoff__ready_recv(int sock, pid_t expect, pid_t *who, char *buf, size_t si
         return n == -EAGAIN ? 0 : (int)n;
     if (n == 0)
         return -EPIPE;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS &&
-            c->cmsg_len == CMSG_LEN(sizeof cred)) {
-            memcpy(&cred, CMSG_DATA(c), sizeof cred);
-            have_cred = true;
-        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            /* Nobody is supposed to send fds this way: never keep them. */
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int x;
-                memcpy(&x, CMSG_DATA(c) + i * sizeof(int), sizeof x);
-                (void)close(x);
-            }
-        }
-    }
+    /* Nobody is supposed to send fds this way: never keep them. */
+    have_cred = handoff__msg_take(&msg, &cred, NULL, 0, NULL);
     buf[n] = '\0';
     *who = have_cred ? cred.pid : -1;
     if (!have_cred || cred.pid != expect)

@@ -110,6 +110,7 @@ int handoff__mig_recv_msg(int fd, void *buf, size_t len, int *fds, size_t maxfds
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
                          .msg_controllen = sizeof ctl.space};
+    struct ucred cr;
     ssize_t n;
 
     *nfds = 0;
@@ -117,25 +118,8 @@ int handoff__mig_recv_msg(int fd, void *buf, size_t len, int *fds, size_t maxfds
     n = handoff__recvmsg_nb(fd, &msg);
     if (n < 0)
         return (int)n;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET)
-            continue;
-        if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
-            struct ucred cr;
-            memcpy(&cr, CMSG_DATA(c), sizeof cr);
-            *pid = cr.pid;
-        } else if (c->cmsg_type == SCM_RIGHTS) {
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int f;
-                memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-                if (*nfds < maxfds)
-                    fds[(*nfds)++] = f;
-                else
-                    (void)close(f);
-            }
-        }
-    }
+    if (handoff__msg_take(&msg, &cr, fds, maxfds, nfds))
+        *pid = cr.pid;
     *flags = msg.msg_flags;
     return (int)n;
 }

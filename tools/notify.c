@@ -201,6 +201,7 @@ int notify_read(int fd, struct notify_msg *m)
     struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf - 1};
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = &ctl,
                          .msg_controllen = sizeof ctl};
+    struct ucred cred;
     bool have_cred = false;
     ssize_t n;
 
@@ -208,25 +209,12 @@ int notify_read(int fd, struct notify_msg *m)
     n = handoff__recvmsg_nb(fd, &msg);
     if (n < 0)
         return n == -EAGAIN ? 0 : (int)n;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET)
-            continue;
-        if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
-            struct ucred cred;
-            memcpy(&cred, CMSG_DATA(c), sizeof cred);
-            m->pid = cred.pid;
-            m->uid = cred.uid;
-            have_cred = true;
-        } else if (c->cmsg_type == SCM_RIGHTS) {
-            /* FDSTORE=1 and friends: the supervisor keeps no fds for its
-             * workers; close them so they cannot leak or pin sockets. */
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int rfd;
-                memcpy(&rfd, CMSG_DATA(c) + i * sizeof(int), sizeof rfd);
-                (void)close(rfd);
-            }
-        }
+    /* FDSTORE=1 and friends: the supervisor keeps no fds for its workers;
+     * they are closed so that they cannot leak or pin sockets. */
+    if (handoff__msg_take(&msg, &cred, NULL, 0, NULL)) {
+        m->pid = cred.pid;
+        m->uid = cred.uid;
+        have_cred = true;
     }
     if (!have_cred || m->pid <= 0)
         return 0;

@@ -140,3 +140,32 @@ ssize_t handoff__recvmsg_nb(int fd, struct msghdr *msg)
     } while (n < 0 && errno == EINTR);
     return n < 0 ? -errno : n;
 }
+
+bool handoff__msg_take(struct msghdr *msg, struct ucred *cred, int *fds, size_t maxfds, size_t *nfds)
+{
+    bool have_cred = false;
+    size_t kept = 0;
+
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET)
+            continue;
+        if (c->cmsg_type == SCM_CREDENTIALS && c->cmsg_len == CMSG_LEN(sizeof(struct ucred))) {
+            if (cred)
+                memcpy(cred, CMSG_DATA(c), sizeof *cred);
+            have_cred = true;
+        } else if (c->cmsg_type == SCM_RIGHTS) {
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int f;
+                memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
+                if (kept < maxfds)
+                    fds[kept++] = f;
+                else
+                    (void)close(f);
+            }
+        }
+    }
+    if (nfds)
+        *nfds = kept;
+    return have_cred;
+}

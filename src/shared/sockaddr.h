@@ -1,6 +1,7 @@
 /*
- * shared/sockaddr.h - socket addresses as handoff_addr values, and the
- * stale unix socket probe.
+ * shared/sockaddr.h - socket addresses as handoff_addr values, the stale
+ * unix socket probe, and receiving on control sockets (a message and its
+ * credentials and fds).
  */
 #ifndef HANDOFF_SHARED_SOCKADDR_H
 #define HANDOFF_SHARED_SOCKADDR_H
@@ -46,5 +47,14 @@ int handoff__unix_unlink_stale(const char *path);
  * (MSG_CMSG_CLOEXEC), EINTR is retried. Returns the bytes read, or -errno
  * (-EAGAIN when nothing is waiting). */
 ssize_t handoff__recvmsg_nb(int fd, struct msghdr *msg);
+
+/* The ancillary data of a message handoff__recvmsg_nb() received: the
+ * sender's SCM_CREDENTIALS into *cred (if cred is not NULL), its
+ * SCM_RIGHTS fds into fds[0..maxfds) (*nfds of them, if nfds is not
+ * NULL); every fd past maxfds is closed at once (maxfds 0: every fd), so
+ * that none leaks or pins a socket. Returns true if credentials came
+ * (*cred is left alone otherwise). */
+struct ucred;
+bool handoff__msg_take(struct msghdr *msg, struct ucred *cred, int *fds, size_t maxfds, size_t *nfds);
 
 #endif

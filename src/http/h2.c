@@ -42,6 +42,7 @@
 #include "h2.h"
 
 #include "conn.h"
+#include "list.h"
 #include "parse.h"
 #include "response.h"
 #include "server.h"
@@ -145,6 +146,20 @@ struct fref {
     uint32_t noff, nlen, voff, vlen;
 };
 
+/* A connection's place on a per-worker list of connections waiting for
+ * one deadline (the drain PING's ACK, the trim), by the time they joined. */
+struct h2_wait {
+    struct hs_h2 *h;
+    struct h2_wait *prev, *next;
+    uint64_t since;
+    bool on;
+};
+
+struct h2_waits {
+    struct h2_wait *head, *tail;
+    uint64_t dur;
+};
+
 struct hs_h2 {
     nghttp2_session *ng;
     struct hs_conn *c;
@@ -164,10 +179,8 @@ struct hs_h2 {
     bool want_graceful;    /* start the GOAWAY sequence at the next run */
     bool final_due;        /* the drain PING came back: final GOAWAY */
     struct hs_h2_stream *dirty; /* under w->mu */
-    /* Drain PING fallback list. */
-    uint64_t ptsince;
-    struct hs_h2 *pprev, *pnext;
-    bool in_ping;
+    /* On the drain PING fallback list. */
+    struct h2_wait ping;
     /* Flood and fallback budgets. */
     double glitch, resets;
     uint64_t glitch_at, resets_at;
@@ -198,14 +211,8 @@ struct hs_h2 {
     bool packed;
     bool trimmed;  /* the large blocks were given back since the last use */
     bool used;     /* input or output since update_timer() last ran */
-    /* The trim list: idle connections, by the time they fell idle. */
-    bool in_trim;
-    uint64_t itsince;
-    struct hs_h2 *iprev, *inext;
-};
-
-struct h2_plist {
-    struct hs_h2 *head, *tail;
+    /* On the trim list (idle connections, by the time they fell idle). */
+    struct h2_wait trim;
 };
 
 /* Per worker (w->h2). */
@@ -216,8 +223,7 @@ struct hs_h2_worker {
     size_t niv;
     char *wbuf;
     struct h2_list rd, wr;
-    struct h2_plist ping;
-    struct h2_plist trim;
+    struct h2_waits ping, trim;
     struct hs_h2_stream *pool;
     unsigned npool;
     uint64_t tick_at;   /* the earliest pending tick, 0 if none */
@@ -543,15 +549,7 @@ static void tl_del(struct hs_h2_stream *s)
         return;
     struct hs_h2_worker *x = hw(s->h->c);
     struct h2_list *l = s->tkind == T_READ ? &x->rd : &x->wr;
-    if (s->tprev)
-        s->tprev->tnext = s->tnext;
-    else
-        l->head = s->tnext;
-    if (s->tnext)
-        s->tnext->tprev = s->tprev;
-    else
-        l->tail = s->tprev;
-    s->tprev = s->tnext = NULL;
+    HS_LIST_UNLINK(l->head, l->tail, s, tprev, tnext);
     s->tkind = T_NONE;
 }
 
@@ -565,84 +563,60 @@ static void tl_set(struct hs_h2_stream *s, int kind)
     struct hs_worker *w = s->h->c->w;
     s->tkind = kind;
     s->tsince = w->now;
-    s->tprev = l->tail;
-    if (l->tail) {
-        l->tail->tnext = s; /* a tick is due at or before the head's deadline */
-    } else {
-        l->head = s;
+    /* A tick is due at or before the head's deadline, if any. */
+    if (!l->head) {
         const handoff_http_options *o = &srv_of(s->h)->o;
         tick_need(w, hs_sat_add(w->now, kind == T_READ ? o->read_timeout_usec
                                                        : o->write_timeout_usec));
     }
-    l->tail = s;
+    HS_LIST_APPEND(l->head, l->tail, s, tprev, tnext);
+}
+
+static void wait_del(struct h2_waits *l, struct h2_wait *k)
+{
+    if (!k->on)
+        return;
+    HS_LIST_UNLINK(l->head, l->tail, k, prev, next);
+    k->on = false;
+}
+
+/* k waits from now (again, if it was waiting). */
+static void wait_add(struct hs_worker *w, struct h2_waits *l, struct h2_wait *k)
+{
+    wait_del(l, k);
+    k->on = true;
+    k->since = w->now;
+    if (!l->head)
+        tick_need(w, k->since + l->dur); /* else one is due for the head */
+    HS_LIST_APPEND(l->head, l->tail, k, prev, next);
+}
+
+/* The first of l whose deadline has come, or NULL. */
+static struct hs_h2 *wait_due(const struct h2_waits *l, uint64_t now)
+{
+    return l->head && l->head->since + l->dur <= now ? l->head->h : NULL;
 }
 
 static void ping_del(struct hs_h2 *h)
 {
-    if (!h->in_ping)
-        return;
-    struct h2_plist *l = &hw(h->c)->ping;
-    if (h->pprev)
-        h->pprev->pnext = h->pnext;
-    else
-        l->head = h->pnext;
-    if (h->pnext)
-        h->pnext->pprev = h->pprev;
-    else
-        l->tail = h->pprev;
-    h->pprev = h->pnext = NULL;
-    h->in_ping = false;
+    wait_del(&hw(h->c)->ping, &h->ping);
 }
 
 static void ping_add(struct hs_h2 *h)
 {
-    struct h2_plist *l = &hw(h->c)->ping;
-    ping_del(h);
-    h->in_ping = true;
-    h->ptsince = h->c->w->now;
-    h->pprev = l->tail;
-    if (l->tail) {
-        l->tail->pnext = h;
-    } else {
-        l->head = h;
-        tick_need(h->c->w, h->ptsince + H2_PING_USEC);
-    }
-    l->tail = h;
+    wait_add(h->c->w, &hw(h->c)->ping, &h->ping);
 }
 
 static void trim_cancel(struct hs_h2 *h)
 {
-    if (!h->in_trim)
-        return;
-    struct h2_plist *l = &hw(h->c)->trim;
-    if (h->iprev)
-        h->iprev->inext = h->inext;
-    else
-        l->head = h->inext;
-    if (h->inext)
-        h->inext->iprev = h->iprev;
-    else
-        l->tail = h->iprev;
-    h->iprev = h->inext = NULL;
-    h->in_trim = false;
+    wait_del(&hw(h->c)->trim, &h->trim);
 }
 
 /* The connection is idle from now: trimmed H2_TRIM_USEC later unless it
  * is used meanwhile. */
 static void trim_later(struct hs_h2 *h)
 {
-    struct h2_plist *l = &hw(h->c)->trim;
-    trim_cancel(h);
-    h->in_trim = true;
-    h->itsince = h->c->w->now;
-    h->iprev = l->tail;
-    if (l->tail) {
-        l->tail->inext = h;
-    } else {
-        l->head = h;
-        tick_need(h->c->w, h->itsince + H2_TRIM_USEC);
-    }
-    l->tail = h;
+    wait_add(h->c->w, &hw(h->c)->trim, &h->trim);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -693,6 +667,17 @@ static struct hs_h2_stream *stream_new(struct hs_h2 *h, int32_t id)
  * application too. */
 static void stream_notify(struct hs_h2_stream *s);
 
+static void stream_destroy(struct hs_h2_stream *s)
+{
+    hs_buf_free(&s->arena);
+    hs_buf_free(&s->fields);
+    hs_buf_free(&s->body);
+    hs_buf_free(&s->outq);
+    hs_buf_free(&s->res.a_hdrs);
+    hs_buf_free(&s->res.a_body);
+    free(s);
+}
+
 static void stream_free(struct hs_h2_stream *s)
 {
     struct hs_h2 *h = s->h;
@@ -730,13 +715,7 @@ static void stream_free(struct hs_h2_stream *s)
         x->pool = s;
         x->npool++;
     } else {
-        hs_buf_free(&s->arena);
-        hs_buf_free(&s->fields);
-        hs_buf_free(&s->body);
-        hs_buf_free(&s->outq);
-        hs_buf_free(&s->res.a_hdrs);
-        hs_buf_free(&s->res.a_body);
-        free(s);
+        stream_destroy(s);
     }
 }
 
@@ -1768,7 +1747,7 @@ static void update_timer(struct hs_h2 *h)
     /* Never trimmed here, on the request path: only once it has stayed
      * idle (the tick). Used since it fell idle: its wait starts again. */
     if (cls == HS_T_IDLE && !nghttp2_session_want_write(h->ng)) {
-        if (!h->trimmed && (h->used || !h->in_trim))
+        if (!h->trimmed && (h->used || !h->trim.on))
             trim_later(h);
     } else {
         trim_cancel(h);
@@ -2011,6 +1990,8 @@ static struct hs_h2_worker *worker_state(struct hs_worker *w)
     x->iv[3] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
                                         (uint32_t)op->max_header_bytes};
     x->niv = 4;
+    x->ping.dur = H2_PING_USEC;
+    x->trim.dur = H2_TRIM_USEC;
     w->h2 = x;
     return x;
 }
@@ -2023,13 +2004,7 @@ void hs_h2_worker_free(struct hs_worker *w)
     while (x->pool) {
         struct hs_h2_stream *s = x->pool;
         x->pool = s->anext;
-        hs_buf_free(&s->arena);
-        hs_buf_free(&s->fields);
-        hs_buf_free(&s->body);
-        hs_buf_free(&s->outq);
-        hs_buf_free(&s->res.a_hdrs);
-        hs_buf_free(&s->res.a_body);
-        free(s);
+        stream_destroy(s);
     }
     nghttp2_session_callbacks_del(x->cbs);
     nghttp2_option_del(x->opt);
@@ -2047,10 +2022,10 @@ static uint64_t next_deadline(struct hs_worker *w)
         next = hs_sat_add(x->rd.head->tsince, o->read_timeout_usec);
     if (x->wr.head && hs_sat_add(x->wr.head->tsince, o->write_timeout_usec) < next)
         next = hs_sat_add(x->wr.head->tsince, o->write_timeout_usec);
-    if (x->ping.head && x->ping.head->ptsince + H2_PING_USEC < next)
-        next = x->ping.head->ptsince + H2_PING_USEC;
-    if (x->trim.head && x->trim.head->itsince + H2_TRIM_USEC < next)
-        next = x->trim.head->itsince + H2_TRIM_USEC;
+    if (x->ping.head && x->ping.head->since + x->ping.dur < next)
+        next = x->ping.head->since + x->ping.dur;
+    if (x->trim.head && x->trim.head->since + x->trim.dur < next)
+        next = x->trim.head->since + x->trim.dur;
     return next;
 }
 
@@ -2108,12 +2083,12 @@ static void run_due(struct hs_worker *w)
         hs_ready_push(h->c->w, &h->c->h);
     }
     struct hs_h2 *h;
-    while ((h = x->ping.head) && h->ptsince + H2_PING_USEC <= w->now) {
+    while ((h = wait_due(&x->ping, w->now)) != NULL) {
         ping_del(h);
         graceful(h); /* no PING ACK within a second: GOAWAY anyway */
         hs_ready_push(h->c->w, &h->c->h);
     }
-    while ((h = x->trim.head) && h->itsince + H2_TRIM_USEC <= w->now) {
+    while ((h = wait_due(&x->trim, w->now)) != NULL) {
         trim_cancel(h);
         h2_trim(h); /* idle all along: it left the list when it was not */
     }
@@ -2156,6 +2131,7 @@ int hs_h2_start(struct hs_conn *c, const char *pre, size_t len)
         return -1;
     }
     h->c = c;
+    h->ping.h = h->trim.h = h;
     if (!c->peer_len && (h->peer = calloc(1, sizeof *h->peer)) != NULL) {
         h->peer_len = sizeof *h->peer; /* a bound unix socket: did not fit */
         if (getpeername(c->fd, (struct sockaddr *)h->peer, &h->peer_len) < 0)

@@ -8,6 +8,7 @@
  */
 #include "worker.h"
 
+#include "list.h"
 #include "parse.h"
 
 #include <errno.h>
@@ -107,15 +108,7 @@ void hs_attach(struct hs_worker *w, struct hs_handle *h)
 
 static void ready_unlink(struct hs_worker *w, struct hs_handle *h)
 {
-    if (h->rprev)
-        h->rprev->rnext = h->rnext;
-    else
-        w->ready_head = h->rnext;
-    if (h->rnext)
-        h->rnext->rprev = h->rprev;
-    else
-        w->ready_tail = h->rprev;
-    h->rprev = h->rnext = NULL;
+    HS_LIST_UNLINK(w->ready_head, w->ready_tail, h, rprev, rnext);
     h->in_ready = false;
     w->nready--;
 }
@@ -174,13 +167,7 @@ void hs_ready_push(struct hs_worker *w, struct hs_handle *h)
         return;
     h->in_ready = true;
     w->nready++;
-    h->rnext = NULL;
-    h->rprev = w->ready_tail;
-    if (w->ready_tail)
-        w->ready_tail->rnext = h;
-    else
-        w->ready_head = h;
-    w->ready_tail = h;
+    HS_LIST_APPEND(w->ready_head, w->ready_tail, h, rprev, rnext);
 }
 
 bool hs_enqueue_locked(struct hs_worker *w, struct hs_handle *h)
@@ -257,27 +244,14 @@ void hs_tset(struct hs_worker *w, struct hs_handle *h, int cls, bool refresh)
         return; /* in the graveyard, whose link tnext is */
     if (h->tclass != HS_T_NONE) {
         struct hs_tlist *l = &w->tl[h->tclass];
-        if (h->tprev)
-            h->tprev->tnext = h->tnext;
-        else
-            l->head = h->tnext;
-        if (h->tnext)
-            h->tnext->tprev = h->tprev;
-        else
-            l->tail = h->tprev;
-        h->tprev = h->tnext = NULL;
+        HS_LIST_UNLINK(l->head, l->tail, h, tprev, tnext);
     }
     h->tclass = (uint8_t)cls;
     if (cls == HS_T_NONE)
         return;
     struct hs_tlist *l = &w->tl[cls];
     h->tsince = w->now;
-    h->tprev = l->tail;
-    if (l->tail)
-        l->tail->tnext = h;
-    else
-        l->head = h;
-    l->tail = h;
+    HS_LIST_APPEND(l->head, l->tail, h, tprev, tnext);
 }
 
 void hs_tset_at(struct hs_worker *w, struct hs_handle *h, int cls, uint64_t since,

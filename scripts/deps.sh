@@ -10,12 +10,12 @@ BUILD="cmake ninja-build make gcc clang libclang-rt-14-dev binutils pkg-config
        libssl-dev libnghttp2-dev libuv1-dev libevent-dev"
 # tests: cmocka, python3 (+ h2 for HTTP/2 clients), the tools the cases run
 # (openssl, curl, wrk, h2load/nghttp, setpriv/unshare/prlimit, ss, pkill,
-# systemd-socket-activate, start_server, man pages, setcap), real servers
-# under `handoff run` (Starlet, gunicorn, redis, lighttpd, h2o, memcached;
-# nginx, below, too)
+# systemd-socket-activate, start_server, man pages, setcap, sslscan), real
+# servers under `handoff run` (Starlet, gunicorn, redis, lighttpd, h2o,
+# memcached; nginx, below, too)
 TEST="libcmocka-dev python3 python3-h2 openssl curl wrk nghttp2-client nghttp2-server
       util-linux iproute2 procps systemd libserver-starter-perl mandoc libcap2-bin
-      starlet gunicorn redis-server redis-tools lighttpd h2o memcached"
+      starlet gunicorn redis-server redis-tools lighttpd h2o memcached sslscan"
 # scripts/lint.sh and the memcheck step of scripts/test.sh
 LINT="clang-tidy cppcheck valgrind"
 # bench/: the peers and the plots

@@ -784,6 +784,52 @@ def case_soak_50():
           "soak: %s" % res)
 
 
+def case_slow_successor():
+    """A successor slow to adopt (its loop sleeps 2 s after its first
+    adoption, with 3,000 idle connections on their way): the old
+    generation does not block: requests in flight there are answered on
+    time (while the successor still has not adopted everything) without
+    "Connection: close", and then move too; new connections are served by
+    the successor's workers meanwhile; after the stall every connection is
+    the successor's, none returned, none lost."""
+    n = 3000
+    check(T.raise_nofile(n + 200) >= n + 100, "RLIMIT_NOFILE too low")
+    srv = server(["--stall-after-adopt", "2000"])
+    idle = open_many(srv.port, n)
+    busy = [Conn(srv.port, timeout=20) for _ in range(4)]
+    t_send = time.monotonic()
+    for c in busy:
+        c.send(req("/defer?1200"))
+    old, new = restart(srv)
+    wait_until(lambda: "it-http-server[%d]: stalling" % new in srv.logtext(), 10,
+               "the successor to stall")
+    fresh = Conn(srv.port, timeout=20)
+    pid, h = info(fresh)
+    check(pid == new, "a new connection during the stall answered by %d, not %d" % (pid, new))
+    for k, c in enumerate(busy):
+        st, h, body, _ = c.response()
+        took = time.monotonic() - t_send
+        check(st == 200 and h.get("connection") != "close", "in-flight %d: %d %r" % (k, st, h))
+        check(took < 3.0, "in-flight %d answered %.2f s after it was sent (deferred 1.2 s): the "
+              "old generation blocked" % (k, took))
+    done = adopted_lines(srv, new, n + 4)
+    check(not done, "the successor had adopted everything before the in-flight responses: "
+          "the stall tested nothing (%s)" % done)
+    wait_gone(old)
+    check(srv.wait_exit(10) == 0, "old generation exit status")
+    ended = [l for l in srv.logtext().splitlines()
+             if "handoff[%d]: migration to pid %d ended" % (old, new) in l]
+    log("  in-flight answered during the stall; %s" % (ended[-1].split(": ", 1)[1] if ended
+                                                       else "(no end line)"))
+    check(ended and ", 0 returned" in ended[-1], "connections returned: %s" % ended)
+    for c in busy:
+        c.s.setblocking(False)
+    bad = get_all(idle + [c.s for c in busy], path="/info")
+    check(not bad, "%d connections failed after the stall: %s" % (len(bad), bad[:5]))
+    others = {i: p for i, p in get_all.pids.items() if p != new}
+    check(not others, "answered by another generation: %s" % list(others.items())[:5])
+
+
 # --------------------------------------------------------------------------
 # Many plain sockets at once (selectors, one thread)
 

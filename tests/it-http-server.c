@@ -36,7 +36,8 @@
  * has become the serving generation (its pid is in the --pid-file): a new
  * version that fails right after taking over, for the resume window.
  * --crash-after-adopt N: it dies (SIGKILL) once it has adopted N or more
- * connections from its predecessor (it logs at the info level then).
+ * connections from its predecessor; --stall-after-adopt MS: its loop
+ * sleeps MS ms after its first adoption (both log at the info level).
  *
  * --no-migrate 1 turns connection migration off; --no-migrate-if PATH
  * does when PATH exists as the process starts (a successor that does not
@@ -622,6 +623,9 @@ static int start_crash_thread(struct crash *cr)
  * from the predecessor (right after handoff_http_adopt(): those were
  * acknowledged, so they die with this process). */
 static unsigned long crash_after_adopt;
+/* --stall-after-adopt MS: the loop thread sleeps MS ms after its first
+ * adoption (a successor slow to adopt the rest). */
+static long stall_after_adopt = -1;
 
 static void crash_log(void *userdata, int level, const char *msg)
 {
@@ -629,8 +633,15 @@ static void crash_log(void *userdata, int level, const char *msg)
     (void)level;
     fprintf(stderr, "handoff[%ld]: %s\n", (long)getpid(), msg);
     unsigned long got, total;
-    if (crash_after_adopt && sscanf(msg, "adopted %lu connections (total %lu", &got, &total) == 2 &&
-        total >= crash_after_adopt) {
+    if (sscanf(msg, "adopted %lu connections (total %lu", &got, &total) != 2)
+        return;
+    if (stall_after_adopt >= 0) {
+        fprintf(stderr, "it-http-server[%ld]: stalling %ld ms after adopting %lu connections\n",
+                (long)getpid(), stall_after_adopt, total);
+        sleep_ms(stall_after_adopt);
+        stall_after_adopt = -1;
+    }
+    if (crash_after_adopt && total >= crash_after_adopt) {
         fprintf(stderr, "it-http-server[%ld]: crashing after adopting %lu connections\n",
                 (long)getpid(), total);
         (void)kill(getpid(), SIGKILL);
@@ -706,8 +717,11 @@ int main(int argc, char **argv)
             core.resume_window_usec = usec(v);
         else if (!strcmp(a, "--crash-after-ready"))
             crash.ms = (long)num(v);
-        else if (!strcmp(a, "--crash-after-adopt")) {
-            crash_after_adopt = (unsigned long)num(v);
+        else if (!strcmp(a, "--crash-after-adopt") || !strcmp(a, "--stall-after-adopt")) {
+            if (a[2] == 'c')
+                crash_after_adopt = (unsigned long)num(v);
+            else
+                stall_after_adopt = (long)num(v);
             core.log = crash_log;
             core.log_level = HANDOFF_LOG_INFO;
         }

@@ -517,8 +517,8 @@ HANDOFF_EXPORT int handoff_http_server_drain(handoff_http_server *srv);
 typedef struct handoff_http_adopt_counts {
     unsigned long adopted;  /* from the predecessor, now served */
     unsigned long returned; /* our own, back from the successor: drained */
-    unsigned long refused;  /* closed: unreadable state, no plain listener
-                             * for it, or reset meanwhile */
+    unsigned long refused;  /* closed: unreadable state, or no plain
+                             * listener for it */
 } handoff_http_adopt_counts;
 
 /* Call it on HANDOFF_EVENT_ADOPT (handoff_http_serve() does): takes every

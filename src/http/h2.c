@@ -227,6 +227,11 @@ struct hs_h2_worker {
     struct hs_h2_stream *pool;
     unsigned npool;
     uint64_t tick_at;   /* the earliest pending tick, 0 if none */
+    /* The packing template (see "Memory"): a copy of the first arena
+     * packed, and where that arena and its connection were. */
+    char *tmpl;
+    size_t tmpl_len;
+    uintptr_t tmpl_arena, tmpl_h;
 };
 
 static void h2_close(struct hs_h2 *h);
@@ -264,9 +269,9 @@ static void tick_need(struct hs_worker *w, uint64_t at);
  * nghttp2 allocates through these functions. What it allocates while the
  * session is created (all of the above) comes from one page-aligned arena
  * per connection. Once the connection has stayed idle for H2_TRIM_USEC
- * (the trim list, checked by the tick), h2_trim() packs the arena's
- * non-zero bytes, but for the frame buffer's, into a small block (a run
- * list) and gives every page of the arena back to the kernel
+ * (the trim list, checked by the tick), h2_trim() packs what of the arena
+ * matters (below: tens of bytes) into a small block and gives every page
+ * of the arena back to the kernel
  * (MADV_DONTNEED: they read as zeros when touched again); h2_unpack()
  * writes them back before nghttp2 is called again, at every entry point
  * (h2_run(), h2_timeout(), notice(), graceful(), h2_cut()).
@@ -424,12 +429,54 @@ static bool all_zero(const void *p, size_t n)
     return true;
 }
 
-/* The arena's byte i counts (not zero, not the frame buffer's). */
-static bool arena_live(const struct hs_h2 *h, size_t i)
+/* Packing. Sessions of one worker are created alike, so their arenas
+ * differ in few words: the first arena a worker packs is kept as its
+ * template (tmpl, the frame buffer's bytes zeroed), and an arena is packed
+ * as the words that its template does not predict. The template predicts
+ * a word by its own, moved by the distance between the two arenas when it
+ * pointed into the template's arena, or between the two connections when
+ * it pointed into the template's connection (nghttp2 keeps pointers to
+ * its blocks and to its user data). The frame buffer's words are dead:
+ * always predicted. */
+
+static uint64_t word_at(const void *p, size_t i)
 {
-    if (i >= h->fb_off && i < (size_t)h->fb_off + h->fb_len)
-        return false;
-    return h->arena[i] != 0;
+    uint64_t v;
+    memcpy(&v, (const char *)p + i * 8, sizeof v);
+    return v;
+}
+
+/* The template's word i moved for h. */
+static uint64_t predict(const struct hs_h2_worker *x, const struct hs_h2 *h, size_t i)
+{
+    if (i >= x->tmpl_len / 8)
+        return 0;
+    uint64_t t = word_at(x->tmpl, i);
+    if (t >= x->tmpl_arena && t - x->tmpl_arena < H2_ARENA)
+        return t - x->tmpl_arena + (uintptr_t)h->arena;
+    if (t >= x->tmpl_h && t - x->tmpl_h < sizeof *h)
+        return t - x->tmpl_h + (uintptr_t)h;
+    return t;
+}
+
+static bool predicted(const struct hs_h2_worker *x, const struct hs_h2 *h, size_t i)
+{
+    if (i * 8 >= h->fb_off && i * 8 < (size_t)h->fb_off + h->fb_len)
+        return true; /* the frame buffer's: dead */
+    return word_at(h->arena, i) == predict(x, h, i);
+}
+
+/* The worker's first packed arena becomes its template. */
+static void tmpl_take(struct hs_h2_worker *x, const struct hs_h2 *h)
+{
+    if (x->tmpl || !(x->tmpl = malloc(h->arena_used)))
+        return;
+    memcpy(x->tmpl, h->arena, h->arena_used);
+    if (h->fb_len)
+        memset(x->tmpl + h->fb_off, 0, h->fb_len);
+    x->tmpl_len = h->arena_used & ~(size_t)7;
+    x->tmpl_arena = (uintptr_t)h->arena;
+    x->tmpl_h = (uintptr_t)h;
 }
 
 static size_t put_var(unsigned char *out, size_t v)
@@ -458,48 +505,78 @@ static size_t get_var(const unsigned char **p)
     }
 }
 
-/* Encodes the arena as runs (zeros to skip, then bytes to copy), each a
- * pair of varints, the copied bytes after; zero gaps shorter than 4 bytes
- * are copied. Returns the length; writes only when out is not NULL. */
-static size_t arena_encode(const struct hs_h2 *h, unsigned char *out)
+/* Encodes the arena as runs: words predicted, then words not (both counts
+ * varints), those words after. Returns the length; writes only when out
+ * is not NULL. */
+static size_t arena_encode(const struct hs_h2_worker *x, const struct hs_h2 *h,
+                           unsigned char *out)
 {
-    size_t n = 0, i = 0, end = h->arena_used;
+    size_t n = 0, i = 0, end = h->arena_used / 8;
     while (i < end) {
-        size_t z = i;
-        while (i < end && !arena_live(h, i))
+        size_t from = i;
+        while (i < end && predicted(x, h, i))
             i++;
         if (i == end)
             break;
-        size_t from = i, gap = 0;
-        while (i < end && gap < 4) {
-            gap = arena_live(h, i) ? 0 : gap + 1;
+        size_t lit = i;
+        while (i < end && !predicted(x, h, i))
             i++;
-        }
-        size_t len = i - from - gap;
-        i = from + len;
-        n += put_var(out ? out + n : NULL, from - z);
-        n += put_var(out ? out + n : NULL, len);
+        n += put_var(out ? out + n : NULL, lit - from);
+        n += put_var(out ? out + n : NULL, i - lit);
         if (out)
-            memcpy(out + n, h->arena + from, len);
-        n += len;
+            memcpy(out + n, h->arena + lit * 8, (i - lit) * 8);
+        n += (i - lit) * 8;
     }
     return n;
 }
+
+/* Writes h's packed arena to dst, which reads as zeros: only the words
+ * that are not zero are written. */
+static void arena_decode(const struct hs_h2_worker *x, const struct hs_h2 *h, char *dst)
+{
+    const unsigned char *p = h->pack, *end = p ? p + h->pack_len : NULL;
+    size_t i = 0, last = h->arena_used / 8;
+    while (i < last) {
+        size_t skip = p < end ? get_var(&p) : last - i;
+        for (size_t k = i + skip; i < k; i++) {
+            uint64_t v = predict(x, h, i);
+            if (v)
+                memcpy(dst + i * 8, &v, sizeof v);
+        }
+        if (p >= end)
+            break;
+        size_t lit = get_var(&p);
+        memcpy(dst + i * 8, p, lit * 8);
+        p += lit * 8;
+        i += lit;
+    }
+}
+
+#ifndef NDEBUG
+/* Debug builds (the sanitizer runs) check every pack: decoded, it gives
+ * the arena back but for the frame buffer's dead bytes. */
+static void pack_check(const struct hs_h2_worker *x, const struct hs_h2 *h)
+{
+    char *copy = calloc(1, h->arena_used);
+    if (!copy)
+        return;
+    arena_decode(x, h, copy);
+    if (h->fb_len)
+        memcpy(copy + h->fb_off, h->arena + h->fb_off, h->fb_len);
+    if (memcmp(copy, h->arena, h->arena_used) != 0) {
+        fprintf(stderr, "h2: an nghttp2 arena does not survive its packing\n");
+        abort();
+    }
+    free(copy);
+}
+#endif
 
 /* nghttp2 is about to run: the packed arena comes back. */
 static void h2_unpack(struct hs_h2 *h)
 {
     if (!h->packed)
         return;
-    const unsigned char *p = h->pack, *end = p + h->pack_len;
-    size_t off = 0;
-    while (p < end) {
-        off += get_var(&p);
-        size_t len = get_var(&p);
-        memcpy(h->arena + off, p, len);
-        p += len;
-        off += len;
-    }
+    arena_decode(hw(h->c), h, h->arena);
     free(h->pack);
     h->pack = NULL;
     h->pack_len = 0;
@@ -518,15 +595,20 @@ static void h2_trim(struct hs_h2 *h)
     if (h->woff < h->out.len || h->nstreams || nghttp2_session_want_write(h->ng))
         return; /* not idle after all: listed again when it is */
     h->trimmed = true;
-    if (h->arena) {
-        size_t n = arena_encode(h, NULL);
+    struct hs_h2_worker *x = hw(h->c);
+    tmpl_take(x, h);
+    if (h->arena && x->tmpl) {
+        size_t n = arena_encode(x, h, NULL);
         unsigned char *pk = n ? malloc(n) : NULL;
         if (pk || !n) {
             if (n)
-                (void)arena_encode(h, pk);
+                (void)arena_encode(x, h, pk);
             h->pack = pk;
             h->pack_len = n;
             h->packed = true;
+#ifndef NDEBUG
+            pack_check(x, h);
+#endif
             (void)madvise(h->arena, H2_ARENA, MADV_DONTNEED);
         }
     }
@@ -2008,6 +2090,7 @@ void hs_h2_worker_free(struct hs_worker *w)
     }
     nghttp2_session_callbacks_del(x->cbs);
     nghttp2_option_del(x->opt);
+    free(x->tmpl);
     free(x->wbuf);
     free(x);
     w->h2 = NULL;

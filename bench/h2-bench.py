@@ -19,7 +19,10 @@ Memory: user-space memory (Pss and Private, /proc/PID/smaps_rollup summed
 over the server's processes) per idle HTTP/2 TLS connection: --idle
 connections each do the TLS handshake (ALPN h2), the preface, SETTINGS
 (acknowledged) and one GET, read the whole response and stay open; the
-difference before/after, divided by the count.
+difference before/after, divided by the count. "After" is taken 2 s after
+the last connection's GET: hello gives an HTTP/2 connection's nghttp2
+memory back once it has been idle for 500 ms (earlier it would still be
+counted), nginx and h2o free what they free at once.
 
 Prints one JSON object (and writes it to --out) with the raw rounds, the
 medians and the ratios hello/nginx and hello/h2o. Everything runs on

@@ -22,7 +22,7 @@ lint:
 structure:
 	scripts/check-structure.py
 # handoff vs nginx and HAProxy on this machine: docs/benchmarks.md and
-# docs/img/*.png (~14 min; BENCH_ARGS=--quick for ~5 min).
+# docs/img/*.png (~45 min; BENCH_ARGS=--quick for ~15 min).
 bench:
 	scripts/deps.sh
 	bench/run-all $(BENCH_ARGS)

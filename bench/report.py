@@ -619,8 +619,8 @@ def write(res, outdir, splice=False):
     L += ["## Reproducing", "",
           "On Debian 12, as root, from the repository (the shared harness is expected at "
           "`../shared/bench`, or pass `--harness DIR`):", "", "```sh",
-          "make bench                        # scripts/deps.sh, then bench/run-all (~14 min)",
-          "make bench BENCH_ARGS=--quick     # fewer, shorter rounds (~5 min)",
+          "make bench                        # scripts/deps.sh, then bench/run-all (~45 min)",
+          "make bench BENCH_ARGS=--quick     # fewer, shorter rounds (~15 min)",
           "bench/run-all --only memory,pool  # some sections, redrawn in place in this page",
           "```", "",
           "The times exclude the waits for other load (at most 5 min each, 15 min in all). "

@@ -102,7 +102,7 @@ int handoff__hello_recv(int fd, struct hf_pred **out, size_t *nout)
     int fds[HF_HELLO_MAX];
     struct hf_pred preds[HF_HELLO_MAX];
     size_t nfds = 0;
-    int npreds = 0, r = 1;
+    int npreds = 0, r = -EBADMSG; /* every "goto out" below reports this, but ENOMEM */
     ssize_t n;
 
     *out = NULL;
@@ -113,7 +113,6 @@ int handoff__hello_recv(int fd, struct hf_pred **out, size_t *nout)
     (void)handoff__msg_take(&msg, NULL, fds, HF_HELLO_MAX, &nfds);
     buf[n] = '\0';
     if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || strncmp(buf, "HELLO=1\n", 8) != 0) {
-        r = -EBADMSG;
         goto out;
     }
     for (const char *p = buf + 8; *p;) {
@@ -122,7 +121,6 @@ int handoff__hello_recv(int fd, struct hf_pred **out, size_t *nout)
         if (strncmp(p, "DRAINING=", 9) == 0) {
             npreds = parse_draining(p + 9, end, preds, HF_HELLO_MAX);
             if (npreds < 0) {
-                r = -EBADMSG;
                 goto out;
             }
         }
@@ -130,14 +128,12 @@ int handoff__hello_recv(int fd, struct hf_pred **out, size_t *nout)
         p = nl ? nl + 1 : end;
     }
     if ((size_t)npreds != nfds) {
-        r = -EBADMSG;
         goto out;
     }
     for (size_t i = 0; i < nfds; i++) {
         /* Signal 0 through it: 0 or ESRCH for a pidfd (alive or not),
          * EBADF for any other kind of fd. */
         if (syscall(SYS_pidfd_send_signal, fds[i], 0, NULL, 0) < 0 && errno != ESRCH) {
-            r = -EBADMSG;
             goto out;
         }
         preds[i].pidfd = fds[i];

@@ -38,8 +38,6 @@ import argparse
 import ctypes
 import json
 import os
-import re
-import selectors
 import shutil
 import signal
 import socket
@@ -49,6 +47,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lib"))
+from handofftest.conns import ask_each, echo_answer, http_response  # noqa: E402
 from handofftest.proc import free_port, raise_nofile, read_pid, rss_kb  # noqa: E402
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -127,66 +126,20 @@ class Reaper:
 
 def ask_all(conns, server, tag, timeout=30):
     """One request on every connection; returns [(index, problem)]."""
-    sel = selectors.DefaultSelector()
-    want, bad = {}, []
-    for i, s in enumerate(conns):
-        try:
-            early = s.recv(1)
-            bad.append((i, "closed by the server" if early == b"" else "unexpected %r" % early))
-            continue
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            bad.append((i, "error %s" % e))
-            continue
-        msg = GET if server == "hello" else b"%s.%d;" % (tag, i)
-        try:
-            s.sendall(msg)
-        except OSError as e:
-            bad.append((i, "send: %s" % e))
-            continue
-        want[s] = [i, msg, b""]
-        sel.register(s, selectors.EVENT_READ)
-    end = time.monotonic() + timeout
-    while want and time.monotonic() < end:
-        for key, _ in sel.select(0.2):
-            s = key.fileobj
-            i, msg, got = want[s]
-            try:
-                b = s.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                b = None
-                bad.append((i, "recv: %s" % e))
-            if not b:
-                if b is not None:
-                    bad.append((i, "closed by the server"))
-                sel.unregister(s)
-                del want[s]
-                continue
-            got += b
-            want[s][2] = got
-            if server == "hello":
-                hend = got.find(b"\r\n\r\n")
-                m = re.search(rb"content-length: *(\d+)", got[:hend].lower()) if hend >= 0 else None
-                if not m or len(got) < hend + 4 + int(m.group(1)):
-                    continue
-                head, body = got[:hend].lower(), got[hend + 4:]
-                if (not head.startswith(b"http/1.1 200") or b"connection: close" in head
-                        or body != b"Hello, World!"):
-                    bad.append((i, "response %r" % got[:160]))
-            else:
-                if len(got) < len(msg):
-                    continue
-                if got != msg:
-                    bad.append((i, "echo %r != %r" % (got[:80], msg)))
-            sel.unregister(s)
-            del want[s]
-    for s, (i, msg, got) in want.items():
-        bad.append((i, "no answer (got %r)" % got[:80]))
-    sel.close()
-    return bad
+    def message(i):
+        return GET if server == "hello" else b"%s.%d;" % (tag, i)
+
+    def hello_answer(i, got):
+        r = http_response(got)
+        if r is None:
+            return None
+        head, body = r
+        if (not head.startswith(b"http/1.1 200") or b"connection: close" in head
+                or body != b"Hello, World!"):
+            return "response %r" % got[:160]
+        return ""
+    return ask_each(conns, message, hello_answer if server == "hello" else echo_answer(message),
+                    timeout)
 
 
 def main():

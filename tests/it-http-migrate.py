@@ -29,6 +29,7 @@ import handofftest as T  # noqa: E402
 from handofftest import (alive, check, fail, fd_targets, log, rss_kb, sanitizer_of,  # noqa: E402
                          wait_until)
 from handofftest.http import Conn, Server, req  # noqa: E402
+from handofftest.conns import ask_each, http_response  # noqa: E402
 from handofftest.migrate import FakePredecessor  # noqa: E402
 
 TMP = None  # the case's directory (set by the runner)
@@ -870,69 +871,22 @@ def get_all(conns, timeout=60, path=None):
     connection with bytes waiting before the request (a duplicate), at EOF,
     or answered with "Connection: close" is a problem. Returns [(index,
     problem)]; the pids that answered go to get_all.pids."""
-    sel = selectors.DefaultSelector()
-    want = {}
-    bad = []
     get_all.pids = {}
     msg = GET if path is None else req(path)
-    for i, s in enumerate(conns):
-        try:
-            early = s.recv(1)
-            bad.append((i, "closed by the server" if early == b"" else "unexpected %r" % early))
-            continue
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            bad.append((i, "error %s" % e))
-            continue
-        try:
-            s.sendall(msg)
-        except OSError as e:
-            bad.append((i, "send: %s" % e))
-            continue
-        want[s] = [i, b""]
-        sel.register(s, selectors.EVENT_READ)
-    end = time.monotonic() + timeout
-    while want and time.monotonic() < end:
-        for key, _ in sel.select(0.2):
-            s = key.fileobj
-            i, got = want[s]
-            try:
-                b = s.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                b = None
-                bad.append((i, "recv: %s" % e))
-            if not b:
-                if b is not None:
-                    bad.append((i, "closed by the server"))
-                sel.unregister(s)
-                del want[s]
-                continue
-            got += b
-            want[s][1] = got
-            hend = got.find(b"\r\n\r\n")
-            if hend < 0:
-                continue
-            head = got[:hend].lower()
-            m = re.search(rb"content-length: *(\d+)", head)
-            if not m or len(got) < hend + 4 + int(m.group(1)):
-                continue
-            body = got[hend + 4:]
-            if not head.startswith(b"http/1.1 200") or b"connection: close" in head:
-                bad.append((i, "response %r" % got[:200]))
-            elif path is None and body != b"Hello, World!":
-                bad.append((i, "body %r" % body))
-            elif path is not None:
-                pid = re.search(rb"pid=(\d+)", body)
-                get_all.pids[i] = int(pid.group(1)) if pid else 0
-            sel.unregister(s)
-            del want[s]
-    for s, (i, got) in want.items():
-        bad.append((i, "no answer (got %r)" % got[:80]))
-    sel.close()
-    return bad
+
+    def answer(i, got):
+        r = http_response(got)
+        if r is None:
+            return None
+        head, body = r
+        if not head.startswith(b"http/1.1 200") or b"connection: close" in head:
+            return "response %r" % got[:200]
+        if path is None:
+            return "" if body == b"Hello, World!" else "body %r" % body
+        pid = re.search(rb"pid=(\d+)", body)
+        get_all.pids[i] = int(pid.group(1)) if pid else 0
+        return ""
+    return ask_each(conns, lambda i: msg, answer, timeout)
 
 
 def cpu_ms(pid):

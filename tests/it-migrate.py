@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 import handofftest as T  # noqa: E402
 from handofftest import (alive, at_exit, fail, fd_targets, free_port, log, read_pid,  # noqa: E402
                          rss_kb, sanitizer_of, wait_until)
+from handofftest.conns import ask_each, echo_answer  # noqa: E402
 
 ECHO = None  # --echo
 TMP = None   # the case's directory (set by the runner)
@@ -155,56 +156,9 @@ def ping_all(conns, timeout=30, tag=b"p"):
     """Sends a distinct message on every connection and reads it back;
     returns the list of (index, problem). A connection with bytes waiting
     before the ping (a duplicate) or at EOF counts as a problem."""
-    sel = selectors.DefaultSelector()
-    want = {}
-    bad = []
-    for i, s in enumerate(conns):
-        try:
-            early = s.recv(1)
-            bad.append((i, "closed by the server" if early == b"" else "unexpected %r" % early))
-            continue
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            bad.append((i, "error %s" % e))
-            continue
-        msg = tag + b"%d." % i
-        try:
-            s.sendall(msg)
-        except OSError as e:
-            bad.append((i, "send: %s" % e))
-            continue
-        want[s] = [i, msg, b""]
-        sel.register(s, selectors.EVENT_READ)
-    end = time.monotonic() + timeout
-    while want and time.monotonic() < end:
-        for key, _ in sel.select(0.2):
-            s = key.fileobj
-            i, msg, got = want[s]
-            try:
-                b = s.recv(65536)
-            except BlockingIOError:
-                continue
-            except OSError as e:
-                b = None
-                bad.append((i, "recv: %s" % e))
-            if not b:
-                if b is not None:
-                    bad.append((i, "closed by the server"))
-                sel.unregister(s)
-                del want[s]
-                continue
-            got += b
-            want[s][2] = got
-            if len(got) >= len(msg):
-                if got != msg:
-                    bad.append((i, "echo %r != %r" % (got, msg)))
-                sel.unregister(s)
-                del want[s]
-    for s, (i, msg, got) in want.items():
-        bad.append((i, "no answer (got %r of %r)" % (got, msg)))
-    sel.close()
-    return bad
+    def message(i):
+        return tag + b"%d." % i
+    return ask_each(conns, message, echo_answer(message), timeout)
 
 
 class Chatty(threading.Thread):

@@ -12,7 +12,9 @@ byte-exact client), supervisor (`handoff run`), wrk (the load generator),
 load (a probe, slow requests and wrk in the background, for servers the
 tests do not control: `from handofftest.load import Probe`), servers
 (unmodified Debian servers configured for tests/it-preload-servers.py and
-bench/preload-servers.py: `from handofftest import servers`). A script
+bench/preload-servers.py: `from handofftest import servers`), conns (one
+message on each of many idle connections at once, answers checked: the
+migration tests and bench/soak-migrate.py). A script
 imports the helpers; no script imports another script.
 """
 from . import wrk  # T.wrk.run, T.wrk.start, T.wrk.parse

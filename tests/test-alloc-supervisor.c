@@ -130,8 +130,11 @@ static int run_supervisor(int mode)
         argv[argc++] = "--ready-delay";
         argv[argc++] = "20ms";
     } else {
+        /* Ready once the worker's shell catches SIGTERM (bit 14 of
+         * SigCgt): a worker stopped before its trap ran would die of the
+         * signal, and its 143 would become the supervisor's exit code. */
         argv[argc++] = "--ready-command";
-        argv[argc++] = "test -d /proc/$HANDOFF_PID";
+        argv[argc++] = "grep -Eq '^SigCgt:.*[4-7c-f][0-9a-f]{3}$' /proc/$HANDOFF_PID/status";
         argv[argc++] = "--ready-interval";
         argv[argc++] = "10ms";
     }

@@ -29,6 +29,7 @@ import handofftest as T  # noqa: E402
 from handofftest import (alive, check, fail, fd_targets, log, rss_kb, sanitizer_of,  # noqa: E402
                          wait_until)
 from handofftest.http import Conn, Server, req  # noqa: E402
+from handofftest.proc import cpu_ms, status_kb  # noqa: E402
 from handofftest.conns import ask_each, http_response  # noqa: E402
 from handofftest.migrate import FakePredecessor  # noqa: E402
 
@@ -892,21 +893,9 @@ def get_all(conns, timeout=60, path=None):
     return ask_each(conns, lambda i: msg, answer, timeout)
 
 
-def cpu_ms(pid):
-    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
-
-
 def hwm_kb(pid):
     """VmHWM (peak RSS) of pid in KiB, 0 if gone."""
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return status_kb(pid, "VmHWM")
 
 
 def adopted_lines(srv, pid, total=None):

@@ -30,6 +30,7 @@ import handofftest as T  # noqa: E402
 from handofftest import (alive, at_exit, fail, fd_targets, free_port, log, read_pid,  # noqa: E402
                          rss_kb, sanitizer_of, wait_until)
 from handofftest.conns import ask_each, echo_answer  # noqa: E402
+from handofftest.proc import cpu_ms  # noqa: E402
 
 ECHO = None  # --echo
 TMP = None   # the case's directory (set by the runner)
@@ -662,11 +663,6 @@ def case_idle_10k():
     rss = [rss_kb(g1)]
     times = []
     cpus = []
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def cpu_ms(pid):
-        f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) * 1000.0 / tick
 
     for _ in range(3):
         old, new = srv.restart(timeout=30)

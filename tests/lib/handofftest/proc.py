@@ -143,16 +143,29 @@ def fd_targets(pid):
     return out
 
 
-def rss_kb(pid):
-    """VmRSS of pid in KiB (0 if unknown)."""
+def status_kb(pid, field):
+    """A size field of /proc/PID/status ("VmRSS", "VmHWM", ...) in KiB
+    (0 if unknown or pid is gone)."""
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kb(pid):
+    """VmRSS of pid in KiB (0 if unknown)."""
+    return status_kb(pid, "VmRSS")
+
+
+def cpu_ms(pid):
+    """User + system CPU time pid has used so far, in ms (from its stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) * 1000.0 / os.sysconf("SC_CLK_TCK")
 
 
 def private_bytes(pid):

@@ -46,11 +46,11 @@ enum hs_tclass {
 };
 
 /* While draining for a shutdown (drain_grace), a keep-alive connection
- * idle for this long is closed (as is a new one that has sent nothing). One active more recently may
- * have its next request on the way: a busy client sends it within
- * microseconds, but one stalled by the scheduler for a few hundred
- * milliseconds must not find the connection closed under the request,
- * so the grace is generous; the successor serves meanwhile anyway. */
+ * idle for this long is closed (as is a new one that has sent nothing).
+ * One active more recently may have its next request on the way: a busy
+ * client sends it within microseconds, but one stalled by the scheduler
+ * for a few hundred milliseconds must not find the connection closed
+ * under the request, so the grace is generous. */
 #define HS_DRAIN_GRACE_USEC (1000 * HANDOFF_USEC_PER_MSEC)
 
 /* After this many TLS handshakes, a worker quiet for this long trims the
